@@ -1,0 +1,338 @@
+"""The run configuration: one typed, validated tree with every default in one place.
+
+A config comes from a preset name or a YAML file, then dotted overrides
+(``--set train.epochs=5``) are applied, then the whole tree is validated. Unknown keys and
+values of the wrong type or out of range are rejected with a message naming the key.
+
+>>> cfg = load_config("default", overrides=["train.epochs=2"])
+>>> cfg.train.epochs
+2
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from reconad.errors import ReconadError
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+OpenFraction = Annotated[float, Field(gt=0.0, lt=1.0)]
+Classes = list[int]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where images come from and how they are prepared."""
+
+    source: str = "mnist"
+    """``mnist``, ``fashion-mnist``, ``kmnist``, or a path to a ``.npz``/``.npy`` file, a folder
+    of images (labels from sub-folder names) or a ``.csv`` (label column + pixel columns)."""
+    test_source: str | None = None
+    """Optional separate test data for a user source (same formats); without it the user's
+    data is split into train and test by ``test_fraction``."""
+    test_fraction: OpenFraction = 0.2
+    data_dir: str | None = None
+    """Directory holding named datasets. Falls back to $RECONAD_DATA, then the user cache."""
+    download: bool = True
+    """Download a named dataset that is not found locally (checksums verified)."""
+    resize: tuple[Annotated[int, Field(ge=4)], Annotated[int, Field(ge=4)]] | None = None
+    """(height, width) to resize every image to; needed when images differ in size."""
+    grayscale: bool = False
+    """Convert RGB images to one grey channel."""
+    label_column: str = "label"
+    """Name of the label column in a CSV source."""
+    max_train: Annotated[int, Field(ge=1)] | None = None
+    """Use at most this many training images (seeded, stratified); for quick runs and tests."""
+    max_test: Annotated[int, Field(ge=1)] | None = None
+    """Use at most this many test images (seeded, stratified)."""
+
+
+class ScenarioConfig(_Section):
+    """Who is normal, who is anomalous, and which images form each evaluated set."""
+
+    kind: Literal["holdout", "one-class", "corruption", "contamination"] = "holdout"
+    normal: Classes | None = None
+    """Normal classes. ``None`` = every class not named as an anomaly."""
+    dev_anomaly: Classes = [8]
+    """holdout: classes whose test images are the development anomalies."""
+    eval_anomaly: Classes = [4]
+    """holdout: classes whose test images are the evaluation anomalies."""
+    split_final: bool = False
+    """holdout: split the normal test images into a development half (dev and eval sets) and a
+    disjoint final half (final set = final normals + evaluation anomalies)."""
+    final_fraction: OpenFraction = 0.5
+    val_fraction: OpenFraction = 0.1
+    """Fraction of the normal training images held out for validation (early stopping,
+    quantile threshold)."""
+    dev_anomaly_fraction: OpenFraction = 0.1
+    """one-class/corruption: anomalies in the development set, as a fraction of its normals."""
+    noise: Literal["gaussian", "salt-pepper", "blur", "patch", "speckle"] = "gaussian"
+    """corruption: how anomalies are made from clean images."""
+    noise_level: Annotated[float, Field(gt=0.0)] = 0.2
+    """corruption: gaussian sigma, salt-and-pepper probability, blur sigma (pixels), patch side
+    as a fraction of the image side, or speckle sigma."""
+    corrupt_fraction: OpenFraction = 0.1
+    """corruption: fraction of the test images whose corrupted copies are the anomalies."""
+    contaminant: Classes = [3]
+    """contamination: the class planted in the unlabelled training set."""
+    contamination: OpenFraction = 0.01
+    """contamination: planted images as a fraction of the normal images."""
+
+    @model_validator(mode="after")
+    def _classes_disjoint(self) -> ScenarioConfig:
+        for name in ("normal", "dev_anomaly", "eval_anomaly", "contaminant"):
+            values = getattr(self, name)
+            if values is not None and len(set(values)) != len(values):
+                raise ValueError(f"scenario.{name} lists a class twice: {values}")
+        if self.normal is not None:
+            anomalies = {
+                "holdout": set(self.dev_anomaly) | set(self.eval_anomaly),
+                "contamination": set(self.contaminant),
+            }.get(self.kind, set())
+            both = sorted(set(self.normal) & anomalies)
+            if both:
+                raise ValueError(f"classes {both} are both normal and anomalous")
+        return self
+
+
+Activation = Literal["relu", "tanh", "leaky_relu", "elu", "gelu"]
+
+
+class ModelConfig(_Section):
+    """The autoencoder architecture. Input shape always comes from the data."""
+
+    kind: Literal["dense", "conv"] = "dense"
+    hidden: list[Annotated[int, Field(ge=1)]] = [512, 256]
+    """dense: widths of the encoder's hidden layers (the decoder mirrors them)."""
+    latent: Annotated[int, Field(ge=1)] = 32
+    """Size of the code. conv: size of the dense bottleneck if ``bottleneck`` is true."""
+    activation: Activation = "leaky_relu"
+    latent_activation: Literal["none", "same", "tanh"] = "none"
+    """Activation on the code; ``none`` avoids the ReLU-bottleneck collapse."""
+    batch_norm: bool = False
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    channels: list[Annotated[int, Field(ge=1)]] = [32, 64]
+    """conv: output channels of each encoder stage; each stage halves height and width."""
+    kernel: Annotated[int, Field(ge=1, le=15)] = 3
+    downsample: Literal["stride", "maxpool"] = "stride"
+    upsample: Literal["transpose", "upsample"] = "transpose"
+    bottleneck: bool = True
+    """conv: flatten to a dense code of size ``latent`` between encoder and decoder."""
+
+
+class LossConfig(_Section):
+    """What training minimises, per image then averaged over the batch."""
+
+    kind: Literal["mse", "l1", "bce", "ssim", "mix"] = "mse"
+    ssim_weight: Fraction = 0.5
+    """mix: loss = (1 - w) * mse + w * (1 - ssim)."""
+    ssim_window: Annotated[int, Field(ge=3)] = 11
+    ssim_sigma: Annotated[float, Field(gt=0.0)] = 1.5
+
+
+class TrainConfig(_Section):
+    """The optimisation loop and its regularisers."""
+
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    lr: Annotated[float, Field(gt=0.0, le=10.0)] = 1e-3
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
+    batch_size: Annotated[int, Field(ge=1)] = 256
+    epochs: Annotated[int, Field(ge=1)] = 20
+    schedule: Literal["none", "cosine", "plateau"] = "none"
+    patience: Annotated[int, Field(ge=1)] | None = 5
+    """Early stopping: epochs without validation improvement before stopping; None = never."""
+    min_delta: Annotated[float, Field(ge=0.0)] = 0.0
+    l1_latent: Annotated[float, Field(ge=0.0)] = 0.0
+    """Weight of the L1 penalty on the code (sparse autoencoder)."""
+    denoise: Literal["none", "gaussian", "salt-pepper", "blur", "patch", "speckle"] = "none"
+    """Denoising training: corrupt the input with this noise, reconstruct the clean image."""
+    denoise_level: Annotated[float, Field(gt=0.0)] = 0.2
+    augment_rotation: Annotated[float, Field(ge=0.0, le=180.0)] = 0.0
+    """Random rotation of training images, up to this many degrees either way."""
+    augment_zoom: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    """Random zoom by a factor in [1 - z, 1 + z]."""
+    augment_shift: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    """Random shift up to this fraction of the image size, horizontally and vertically."""
+    threads: Annotated[int, Field(ge=1)] | None = None
+    """Torch CPU threads; None = all cores."""
+
+
+class ScoreConfig(_Section):
+    """How an image's anomaly score is computed (higher = more anomalous)."""
+
+    kind: Literal["mse", "l1", "bce", "ssim"] = "mse"
+
+
+ThresholdMethod = Literal[
+    "youden", "max_f1", "pr_closest", "quantile", "target_fpr", "target_recall", "fixed"
+]
+
+
+class ThresholdConfig(_Section):
+    """Which threshold is applied to the evaluation sets (all methods are reported)."""
+
+    method: ThresholdMethod = "youden"
+    quantile: OpenFraction = 0.99
+    """quantile: fraction of normal validation scores below the threshold."""
+    target_fpr: OpenFraction = 0.05
+    target_recall: OpenFraction = 0.95
+    value: float | None = None
+    """fixed: the threshold itself."""
+
+    @model_validator(mode="after")
+    def _fixed_needs_value(self) -> ThresholdConfig:
+        if self.method == "fixed" and self.value is None:
+            raise ValueError("threshold.method=fixed needs threshold.value")
+        return self
+
+
+class Config(_Section):
+    """Everything a run needs. Defaults here are the only defaults."""
+
+    name: str = "run"
+    seed: Annotated[int, Field(ge=0)] = 0
+    data: DataConfig = DataConfig()
+    scenario: ScenarioConfig = ScenarioConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+    score: ScoreConfig = ScoreConfig()
+    threshold: ThresholdConfig = ThresholdConfig()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped with reconad, sorted."""
+    folder = resources.files("reconad") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_description(name: str) -> str:
+    """The one-line description a preset carries in its ``description`` key."""
+    return str(_read_preset(name).get("description", ""))
+
+
+def _read_preset(name: str) -> dict[str, Any]:
+    path = resources.files("reconad") / "presets" / f"{name}.yaml"
+    if not path.is_file():
+        raise ReconadError(
+            f"unknown preset {name!r}; choose one of: {', '.join(preset_names())} "
+            "(or give a path to a YAML config file)"
+        )
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def _read_yaml_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ReconadError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" at line {line + 1}" if line is not None else ""
+        raise ReconadError(f"config file {path} is not valid YAML{where}; fix its syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ReconadError(f"config file {path} must hold a mapping of sections, not a list/value")
+    return data
+
+
+def raw_config(source: str | Path) -> dict[str, Any]:
+    """The unvalidated mapping of a preset name or a YAML file (``description`` dropped).
+
+    A YAML file may name a preset to start from with ``base: PRESET``.
+    """
+    path = Path(source)
+    if str(source).endswith((".yaml", ".yml")) or path.is_file():
+        if not path.is_file():
+            raise ReconadError(f"config file {path} does not exist; check the path")
+        data = _read_yaml_file(path)
+    else:
+        data = _read_preset(str(source))
+    data = dict(data)
+    data.pop("description", None)
+    base = data.pop("base", None)
+    if base is not None:
+        data = _deep_merge(raw_config(str(base)), data)
+    return data
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings; values are parsed as YAML (``[1, 2]``, ``null``)."""
+    data = _deep_merge({}, data)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip().lstrip("-")
+        if not sep or not key:
+            raise ReconadError(f"override {item!r} must look like section.key=value")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ReconadError(f"override {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def validate_config(data: dict[str, Any]) -> Config:
+    """Validate a mapping into a :class:`Config`, turning errors into one line naming the key."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ReconadError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "config"
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unknown config key {key!r} (check the spelling; see `reconad "
+                            f"presets` or the README for valid keys)")
+        else:
+            got = err.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            problems.append(f"invalid value for {key}: {err['msg']}{shown}")
+    return "; ".join(problems)
+
+
+def load_config(source: str | Path = "default", overrides: list[str] | None = None) -> Config:
+    """Load a preset or YAML file, apply dotted overrides, validate.
+
+    >>> load_config("default", ["model.latent=16"]).model.latent
+    16
+    """
+    return validate_config(apply_overrides(raw_config(source), overrides or []))
+
+
+def config_to_yaml(config: Config) -> str:
+    """The resolved config as YAML, loadable again with :func:`load_config`."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
