@@ -1,0 +1,47 @@
+"""Shared fixtures: where the real MNIST lies, and tiny synthetic images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _mnist_dir() -> Path:
+    env = os.environ.get("RECONAD_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data" / "mnist"
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The folder holding the four canonical MNIST IDX .gz files."""
+    path = _mnist_dir()
+    if not (path / "train-images-idx3-ubyte.gz").is_file():
+        pytest.fail(f"MNIST not found in {path}; set RECONAD_DATA to the folder with the IDX files")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_images() -> tuple[np.ndarray, np.ndarray]:
+    """400 synthetic 1x16x16 images in [0, 1] from 4 classes (bars at class-specific rows)."""
+    rng = np.random.default_rng(0)
+    n, side = 400, 16
+    y = np.repeat(np.arange(4), n // 4)
+    x = rng.uniform(0, 0.1, size=(n, 1, side, side)).astype(np.float32)
+    for cls in range(4):
+        rows = slice(2 + cls * 3, 4 + cls * 3)
+        x[y == cls, 0, rows, 2:14] += 0.8
+    return np.clip(x, 0, 1), y.astype(np.int64)
+
+
+def require_tool(available: bool, reason: str) -> None:
+    """Skip when a system tool is missing, but fail in CI (CI=true), where it must be there."""
+    if available:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: .ci/run must install it)")
+    pytest.skip(reason)
