@@ -315,13 +315,30 @@ def _describe(exc: ValidationError) -> str:
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "config"
         if err["type"] == "extra_forbidden":
-            problems.append(f"unknown config key {key!r} (check the spelling; see `reconad "
-                            f"presets` or the README for valid keys)")
+            problems.append(f"unknown config key {key!r}{_suggest(err['loc'])}")
         else:
             got = err.get("input")
             shown = "" if isinstance(got, dict) else f" (got {got!r})"
             problems.append(f"invalid value for {key}: {err['msg']}{shown}")
     return "; ".join(problems)
+
+
+def _suggest(loc: tuple) -> str:
+    """' (did you mean ...?)' with the closest valid key, or where to find the valid keys."""
+    import difflib
+
+    model: type[BaseModel] = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type) or not issubclass(
+                field.annotation, BaseModel):
+            break
+        model = field.annotation
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    prefix = ".".join(str(p) for p in loc[:-1])
+    if close:
+        return f"; did you mean {(prefix + '.' if prefix else '') + close[0]!r}?"
+    return f"; valid keys here: {', '.join(model.model_fields)}"
 
 
 def load_config(source: str | Path = "default", overrides: list[str] | None = None) -> Config:

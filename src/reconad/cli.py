@@ -1,0 +1,113 @@
+"""The ``reconad`` command: a thin shell over the Python API.
+
+Every user error is printed as one line ``error: ...`` on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from reconad.errors import ReconadError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Anomaly detection in images by autoencoder reconstruction error.",
+)
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config value: section.key=value (repeatable)."),
+]
+DataDirOption = Annotated[
+    Path | None, typer.Option("--data-dir", help="Folder holding the dataset files.")
+]
+
+
+@app.command("run")
+def run_command(
+    source: Annotated[str, typer.Argument(help="A preset name (see `reconad presets`) or a "
+                                               "YAML config file.")],
+    overrides: SetOption = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory to create "
+                                             "(default runs/NAME-TIMESTAMP).")] = None,
+    data_dir: DataDirOption = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Train, score, threshold and evaluate; write a run directory and print a summary."""
+    from reconad.config import load_config
+    from reconad.pipeline import run
+    from reconad.summary import print_summary
+
+    items = list(overrides or [])
+    if data_dir is not None:
+        items.append(f"data.data_dir={data_dir}")
+    config = load_config(source, items)
+    result = run(config, out, progress=not quiet, overwrite=overwrite)
+    print_summary(result.metrics)
+    typer.echo(f"run written to {result.run_dir}")
+
+
+@app.command("score")
+def score_command(
+    detector: Annotated[Path, typer.Argument(help="A detector.safetensors file.")],
+    input: Annotated[Path, typer.Argument(help="Images: .npz/.npy, a folder of images, a CSV, "
+                                               "or an IDX file.")],
+    out: Annotated[Path | None, typer.Option("--out", help="CSV to write (default: stdout).")]
+    = None,
+    resize: Annotated[tuple[int, int] | None, typer.Option(help="Resize images to H W.")] = None,
+    grayscale: Annotated[bool, typer.Option(help="Convert RGB images to grey.")] = False,
+    label_column: Annotated[str, typer.Option(help="Label column of a CSV input.")] = "label",
+) -> None:
+    """Score new images with a saved detector: id, score and flag (1 = anomaly) per image."""
+    from reconad.data import load_images
+    from reconad.detector import Detector
+    from reconad.rundir import write_csv
+
+    det = Detector.load(detector)
+    images, labels = load_images(input, resize=resize, grayscale=grayscale,
+                                 label_column=label_column)
+    scores = det.score_samples(images)
+    flags = scores > det.threshold_
+    rows = [(i, "" if labels is None else int(labels[i]), f"{s:.8g}", int(f))
+            for i, (s, f) in enumerate(zip(scores, flags, strict=True))]
+    columns = ("id", "label", "score", "flag")
+    if out is None:
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        tmp = out.with_name(f".{out.name}.partial")
+        write_csv(tmp, columns, rows)
+        tmp.replace(out)
+    typer.echo(f"{int(flags.sum())} of {len(scores)} images flagged (threshold "
+               f"{det.threshold_:.6g}, {det.threshold_method_})", err=True)
+
+
+@app.command("presets")
+def presets_command() -> None:
+    """List the presets, one line each."""
+    from reconad.config import preset_description, preset_names
+
+    names = preset_names()
+    width = max(len(n) for n in names)
+    for name in names:
+        typer.echo(f"{name:<{width}}  {preset_description(name)}")
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning user errors into one line."""
+    try:
+        app()
+    except ReconadError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

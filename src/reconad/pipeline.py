@@ -1,0 +1,174 @@
+"""One run: config → data → splits → fitted detector → scores, thresholds, metrics → run dir.
+
+>>> from reconad.config import load_config
+>>> result = run(load_config("default"), out_dir="runs/first")
+>>> result.metrics["eval"]["auroc"]
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from reconad import __version__
+from reconad.config import Config, config_to_yaml
+from reconad.data import load_dataset
+from reconad.detector import Detector
+from reconad.errors import ReconadError
+from reconad.metrics import evaluate_set, group_stats
+from reconad.rundir import atomic_directory, write_history, write_json, write_scores
+from reconad.scenarios import EvalSet, Splits, make_splits
+from reconad.thresholds import compute_thresholds
+
+SAMPLES_PER_GROUP = 8
+GALLERY_SIZE = 16
+
+
+@dataclass
+class RunResult:
+    """What a run produced: its directory (None when not written), metrics and detector."""
+
+    run_dir: Path | None
+    metrics: dict
+    detector: Detector
+    sizes: dict
+
+
+def default_run_dir(config: Config) -> Path:
+    """``runs/NAME-YYYYmmdd-HHMMSS`` in the current directory."""
+    return Path("runs") / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def run(
+    config: Config,
+    out_dir: str | Path | None = None,
+    *,
+    progress: bool = True,
+    write: bool = True,
+    overwrite: bool = False,
+    console: Console | None = None,
+) -> RunResult:
+    """Run the experiment ``config`` describes and write its run directory.
+
+    Args:
+        config: the validated configuration (see :func:`reconad.config.load_config`).
+        out_dir: the run directory to create (default ``runs/NAME-TIMESTAMP``).
+        progress: print group sizes and show a training progress bar.
+        write: write the run directory (False: only compute and return the metrics).
+        overwrite: replace an existing non-empty ``out_dir``.
+        console: where to print (default: stderr).
+    """
+    started = time.perf_counter()
+    console = console or Console(stderr=True, quiet=not progress)
+    out = Path(out_dir) if out_dir is not None else default_run_dir(config)
+    if write and out.exists() and any(out.iterdir()) and not overwrite:
+        raise ReconadError(f"output directory {out} already exists and is not empty; choose "
+                           "another --out or delete it")
+
+    dataset = load_dataset(config.data, config.seed)
+    splits = make_splits(dataset, config.scenario, config.seed)
+    sizes = splits.sizes()
+    console.print(f"[bold]{config.name}[/]: {config.scenario.kind} on {dataset.name}, images "
+                  f"{'x'.join(map(str, dataset.image_shape))}")
+    console.print(_describe_sizes(sizes))
+
+    detector = Detector(
+        model=config.model, loss=config.loss, train=config.train, score=config.score.kind,
+        quantile=config.threshold.quantile, seed=config.seed, progress=progress,
+    ).fit(splits.train, splits.val)
+    if detector.history_.interrupted:
+        console.print("[yellow]training interrupted: keeping the best model so far[/]")
+
+    scores = {name: detector.score_samples(s.x) for name, s in splits.sets.items()}
+    dev = splits.sets["dev"]
+    thresholds = compute_thresholds(scores["dev"], dev.is_anomaly, detector.val_scores_,
+                                    config.threshold)
+    chosen = config.threshold.method
+    if thresholds.get(chosen) is None:
+        raise ReconadError(f"threshold.method={chosen} cannot be computed on this development "
+                           "set (it needs both normal and anomalous images); use "
+                           "threshold.method=quantile")
+    detector.set_threshold(thresholds[chosen], chosen)
+    usable = {k: v for k, v in thresholds.items() if v is not None}
+
+    metrics = {
+        "reconad_version": __version__, "name": config.name, "scenario": config.scenario.kind,
+        "score": config.score.kind, "chosen_threshold": chosen,
+        "training": detector.history_.summary(),
+        "train": {"groups": group_stats(detector.score_samples(splits.train),
+                                        np.full(len(splits.train), splits.train_group))},
+    }
+    for name, eval_set in splits.sets.items():
+        metrics[name] = evaluate_set(scores[name], eval_set.is_anomaly, eval_set.group, usable)
+    metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
+
+    run_dir = None
+    if write:
+        with atomic_directory(out, overwrite=overwrite) as tmp:
+            _write_run(tmp, config, detector, splits, scores, metrics, sizes)
+            metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
+            write_json(tmp / "metrics.json", metrics)
+        run_dir = out
+    return RunResult(run_dir=run_dir, metrics=metrics, detector=detector, sizes=sizes)
+
+
+def _describe_sizes(sizes: dict) -> str:
+    parts = []
+    for key, value in sizes.items():
+        if isinstance(value, dict):
+            inner = ", ".join(f"{g} {n}" for g, n in value.items())
+            parts.append(f"{key} ({inner})")
+        else:
+            parts.append(f"{key} {value}")
+    return "groups: " + "; ".join(parts)
+
+
+def _write_run(tmp: Path, config: Config, detector: Detector, splits: Splits,
+               scores: dict[str, np.ndarray], metrics: dict, sizes: dict) -> None:
+    (tmp / "config.yaml").write_text(config_to_yaml(config))
+    detector.save(tmp / "detector.safetensors")
+    write_json(tmp / "splits.json", sizes)
+    write_history(tmp / "history.csv", detector.history_.rows)
+    write_scores(tmp / "scores.csv", splits.sets, scores, detector.threshold_)
+    _write_samples(tmp / "samples.npz", detector, splits.sets["eval"], scores["eval"], config.seed)
+    write_json(tmp / "metrics.json", metrics)
+    try:
+        from reconad.report import write_report
+    except ImportError:  # the report module is optional at this stage of the pipeline
+        return
+    write_report(tmp)
+
+
+def _write_samples(path: Path, detector: Detector, eval_set: EvalSet, scores: np.ndarray,
+                   seed: int) -> None:
+    """Images, reconstructions and error maps for the report's picture grids."""
+    rng = np.random.default_rng(seed)
+    picks, kinds = [], []
+    for group in dict.fromkeys(eval_set.group.tolist()):
+        members = np.flatnonzero(eval_set.group == group)
+        chosen = rng.choice(members, size=min(SAMPLES_PER_GROUP, len(members)), replace=False)
+        picks += sorted(chosen.tolist())
+        kinds += ["sample"] * len(chosen)
+    order = np.argsort(scores, kind="stable")
+    top, bottom = order[::-1][:GALLERY_SIZE], order[:GALLERY_SIZE]
+    picks += top.tolist() + bottom.tolist()
+    kinds += ["top"] * len(top) + ["bottom"] * len(bottom)
+    idx = np.asarray(picks, dtype=np.int64)
+    images = eval_set.x[idx]
+    np.savez_compressed(
+        path,
+        images=images.astype(np.float32),
+        reconstructions=detector.reconstruct(images).astype(np.float32),
+        error_maps=detector.error_maps(images).astype(np.float32),
+        scores=scores[idx].astype(np.float64),
+        groups=eval_set.group[idx].astype(str),
+        labels=eval_set.label[idx].astype(np.int64),
+        ids=eval_set.ids[idx].astype(str),
+        sets=np.full(len(idx), "eval"),
+        kinds=np.asarray(kinds),
+    )

@@ -1,0 +1,229 @@
+"""The training loop: in-memory tensors, early stopping on the normal validation loss.
+
+>>> history = fit_model(model, train_x, val_x, LossConfig(), TrainConfig(epochs=2), seed=0)
+>>> history.best_epoch
+2
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from reconad.augment import augment_batch
+from reconad.config import LossConfig, TrainConfig
+from reconad.corruptions import corrupt
+from reconad.errors import ReconadError
+from reconad.losses import loss_from_config
+
+EVAL_BATCH = 2048  # images per forward pass when only evaluating (no activations kept)
+
+
+@dataclass
+class History:
+    """What happened during training; ``rows`` become history.csv."""
+
+    rows: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_loss: float | None = None
+    stopped_early: bool = False
+    interrupted: bool = False
+    seconds: float = 0.0
+
+    def summary(self) -> dict:
+        """The ``training`` block of metrics.json."""
+        return {
+            "epochs_run": len(self.rows),
+            "best_epoch": self.best_epoch,
+            "best_val_loss": self.best_val_loss,
+            "stopped_early": self.stopped_early,
+            "interrupted": self.interrupted,
+            "train_seconds": round(self.seconds, 3),
+        }
+
+
+def set_threads(threads: int | None) -> None:
+    """Use ``threads`` CPU threads for torch (all cores when None)."""
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer named in the config (fused/foreach implementations where torch has them)."""
+    params = model.parameters()
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True
+        )
+    return torch.optim.RMSprop(
+        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True
+    )
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+    """Cosine decay over all epochs, plateau reduction on the validation loss, or None."""
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    if cfg.schedule == "plateau":
+        patience = max(1, (cfg.patience or 6) // 2)
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=patience)
+    return None
+
+
+@torch.no_grad()
+def mean_loss(model: nn.Module, x: torch.Tensor, loss_fn) -> float:
+    """Mean per-image loss of ``model`` on ``x`` (B, C, H, W), in eval mode."""
+    model.eval()
+    total = 0.0
+    for start in range(0, len(x), EVAL_BATCH):
+        batch = x[start : start + EVAL_BATCH]
+        total += float(loss_fn(model(batch), batch).sum())
+    return total / max(len(x), 1)
+
+
+def _train_epoch(model, x, loss_fn, optimizer, cfg: TrainConfig, generator, on_batch) -> float:
+    """One pass over ``x`` in a fresh random order; returns the mean training loss."""
+    model.train()
+    order = torch.randperm(len(x), generator=generator)
+    total, seen = 0.0, 0
+    for start in range(0, len(x), cfg.batch_size):
+        target = x[order[start : start + cfg.batch_size]]  # (B, C, H, W)
+        if cfg.augment_rotation or cfg.augment_zoom or cfg.augment_shift:
+            target = augment_batch(
+                target, cfg.augment_rotation, cfg.augment_zoom, cfg.augment_shift, generator
+            )
+        inputs = target
+        if cfg.denoise != "none":
+            inputs = corrupt(target, cfg.denoise, cfg.denoise_level, generator)
+        code = model.encode(inputs)
+        per_image = loss_fn(model.decode(code), target)  # (B,)
+        loss = per_image.mean()
+        if cfg.l1_latent:
+            loss = loss + cfg.l1_latent * code.abs().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += float(per_image.detach().sum())
+        seen += len(target)
+        on_batch(len(target), total / seen)
+    if not np.isfinite(total):
+        raise ReconadError(
+            "training diverged (the loss became NaN or infinite); lower train.lr or use "
+            "train.optimizer=adam"
+        )
+    return total / max(seen, 1)
+
+
+def fit_model(
+    model: nn.Module,
+    train_x: np.ndarray,
+    val_x: np.ndarray | None,
+    loss_cfg: LossConfig,
+    train_cfg: TrainConfig,
+    seed: int,
+    progress: bool = True,
+) -> History:
+    """Train ``model`` in place on ``train_x`` (N, C, H, W) to reconstruct its input.
+
+    Early stopping watches the mean validation loss of ``val_x`` (normal images only: no anomaly
+    labels are needed) and restores the best weights at the end. Ctrl-C stops training and keeps
+    the best model so far (``History.interrupted``). Fixed seeds give identical numbers run to run.
+    """
+    set_threads(train_cfg.threads)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.from_numpy(np.ascontiguousarray(train_x, dtype=np.float32))
+    xv = None if val_x is None or len(val_x) == 0 else torch.from_numpy(
+        np.ascontiguousarray(val_x, dtype=np.float32))
+    loss_fn = loss_from_config(loss_cfg)
+    optimizer = make_optimizer(model, train_cfg)
+    scheduler = make_scheduler(optimizer, train_cfg)
+
+    history = History()
+    best_state = copy.deepcopy(model.state_dict())
+    best, bad_epochs = float("inf"), 0
+    started = time.perf_counter()
+    bar = _ProgressBar(progress, train_cfg.epochs, len(x))
+    try:
+        with bar:
+            for epoch in range(1, train_cfg.epochs + 1):
+                epoch_start = time.perf_counter()
+                bar.start_epoch(epoch)
+                train_loss = _train_epoch(
+                    model, x, loss_fn, optimizer, train_cfg, generator, bar.advance
+                )
+                val_loss = mean_loss(model, xv, loss_fn) if xv is not None else None
+                watched = val_loss if val_loss is not None else train_loss
+                lr = optimizer.param_groups[0]["lr"]
+                history.rows.append({
+                    "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
+                    "seconds": round(time.perf_counter() - epoch_start, 4),
+                })
+                bar.end_epoch(train_loss, val_loss)
+                if watched < best - train_cfg.min_delta:
+                    best, bad_epochs = watched, 0
+                    history.best_epoch, history.best_val_loss = epoch, watched
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    bad_epochs += 1
+                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    scheduler.step(watched)
+                elif scheduler is not None:
+                    scheduler.step()
+                if train_cfg.patience is not None and bad_epochs >= train_cfg.patience:
+                    history.stopped_early = True
+                    break
+    except KeyboardInterrupt:
+        history.interrupted = True
+    model.load_state_dict(best_state)
+    model.eval()
+    history.seconds = time.perf_counter() - started
+    return history
+
+
+class _ProgressBar:
+    """A rich progress bar per epoch showing the running losses (silent when disabled)."""
+
+    def __init__(self, enabled: bool, epochs: int, n: int) -> None:
+        self.enabled, self.epochs, self.n = enabled, epochs, n
+        self.task = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+            from rich.progress import TimeElapsedColumn
+
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), TextColumn("{task.fields[losses]}"), transient=False,
+            )
+
+    def __enter__(self):
+        if self.enabled:
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.progress.__exit__(*exc)
+
+    def start_epoch(self, epoch: int) -> None:
+        if self.enabled:
+            self.task = self.progress.add_task(
+                f"epoch {epoch}/{self.epochs}", total=self.n, losses="")
+
+    def advance(self, count: int, running_loss: float) -> None:
+        if self.enabled:
+            self.progress.update(self.task, advance=count, losses=f"train {running_loss:.5f}")
+
+    def end_epoch(self, train_loss: float, val_loss: float | None) -> None:
+        if self.enabled:
+            val = "" if val_loss is None else f"  val {val_loss:.5f}"
+            self.progress.update(self.task, losses=f"train {train_loss:.5f}{val}")
