@@ -1,0 +1,5 @@
+"""``python -m reconad`` = the ``reconad`` command."""
+
+from reconad.cli import main
+
+main()
