@@ -183,7 +183,8 @@ class Detector:
 
     def score_samples(self, X: Any) -> np.ndarray:
         """Anomaly score per image, shape (N,): higher = more anomalous."""
-        return score_images(self.model_, self._inputs(X), self.score_kind_)
+        x = self._inputs(X)
+        return score_images(self.model_, x, self.score_kind_)
 
     def predict(self, X: Any) -> np.ndarray:
         """1 for anomalies (score > ``threshold_``), 0 for normal images, shape (N,)."""
@@ -191,11 +192,13 @@ class Detector:
 
     def reconstruct(self, X: Any) -> np.ndarray:
         """Reconstructions of ``X``, shape (N, C, H, W)."""
-        return reconstruct(self.model_, self._inputs(X))
+        x = self._inputs(X)
+        return reconstruct(self.model_, x)
 
     def error_maps(self, X: Any) -> np.ndarray:
         """Per-pixel reconstruction error of ``X``, shape (N, H, W) (higher = worse)."""
-        return error_maps(self.model_, self._inputs(X), self.score_kind_)
+        x = self._inputs(X)
+        return error_maps(self.model_, x, self.score_kind_)
 
     # ------------------------------------------------------------------ persistence
 

@@ -1,0 +1,124 @@
+"""Training loop: early stopping restores the best weights, Ctrl-C keeps them, seeds repeat."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import reconad.train as train_module
+from reconad.config import LossConfig, ModelConfig, TrainConfig
+from reconad.losses import loss_from_config
+from reconad.models import build_model
+from reconad.train import fit_model, mean_loss
+
+SHAPE = (1, 16, 16)
+
+
+def _model(seed: int = 0):
+    torch.manual_seed(seed)
+    return build_model(ModelConfig(kind="dense", hidden=[64], latent=8), SHAPE)
+
+
+def _val_loss(model, val_x) -> float:
+    return mean_loss(model, torch.from_numpy(val_x), loss_from_config(LossConfig()))
+
+
+@pytest.fixture(scope="module")
+def data(tiny_images):
+    x, _ = tiny_images
+    return x[:300], x[300:]
+
+
+def test_training_reduces_the_validation_loss(data):
+    train_x, val_x = data
+    model = _model()
+    before = _val_loss(model, val_x)
+    history = fit_model(model, train_x, val_x, LossConfig(),
+                        TrainConfig(epochs=5, batch_size=32, lr=3e-3), seed=0, progress=False)
+    assert len(history.rows) == 5
+    assert history.rows[-1]["val_loss"] < 0.5 * before
+    assert [r["epoch"] for r in history.rows] == [1, 2, 3, 4, 5]
+
+
+def test_early_stopping_restores_the_best_weights(data):
+    train_x, val_x = data
+    model = _model()
+    # min_delta so large that no epoch after the first counts as an improvement.
+    cfg = TrainConfig(epochs=10, batch_size=32, lr=3e-3, patience=2, min_delta=10.0)
+    history = fit_model(model, train_x, val_x, LossConfig(), cfg, seed=0, progress=False)
+    assert history.stopped_early and len(history.rows) == 3 and history.best_epoch == 1
+    # The weights in the model are epoch 1's, not epoch 3's.
+    assert _val_loss(model, val_x) == pytest.approx(history.rows[0]["val_loss"], rel=1e-5)
+    assert history.rows[2]["val_loss"] != pytest.approx(history.rows[0]["val_loss"], rel=1e-3)
+
+
+def test_ctrl_c_keeps_the_best_model_so_far(data, monkeypatch):
+    train_x, val_x = data
+    real_epoch = train_module._train_epoch
+    calls = {"n": 0}
+
+    def interrupted_on_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_train_epoch", interrupted_on_third)
+    model = _model()
+    history = fit_model(model, train_x, val_x, LossConfig(),
+                        TrainConfig(epochs=10, batch_size=32, lr=3e-3), seed=0, progress=False)
+    assert history.interrupted and len(history.rows) == 2
+    best = min(history.rows, key=lambda r: r["val_loss"])
+    assert _val_loss(model, val_x) == pytest.approx(best["val_loss"], rel=1e-5)
+
+
+def test_fixed_seed_gives_identical_numbers(data):
+    train_x, val_x = data
+    cfg = TrainConfig(epochs=2, batch_size=32, denoise="gaussian", augment_rotation=10,
+                      augment_shift=0.1, l1_latent=1e-3)
+    runs = []
+    for _ in range(2):
+        model = _model()
+        history = fit_model(model, train_x, val_x, LossConfig(), cfg, seed=7, progress=False)
+        runs.append(([r["train_loss"] for r in history.rows],
+                     [p.detach().clone() for p in model.parameters()]))
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1], strict=True))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "rmsprop"])
+def test_every_optimizer_learns(data, optimizer):
+    train_x, val_x = data
+    model = _model()
+    before = _val_loss(model, val_x)
+    lr = {"sgd": 0.5, "rmsprop": 1e-3}.get(optimizer, 3e-3)
+    fit_model(model, train_x, val_x, LossConfig(),
+              TrainConfig(optimizer=optimizer, lr=lr, epochs=3, batch_size=32), seed=0,
+              progress=False)
+    assert _val_loss(model, val_x) < before
+
+
+def test_cosine_schedule_decays_the_learning_rate(data):
+    train_x, val_x = data
+    history = fit_model(_model(), train_x, val_x, LossConfig(),
+                        TrainConfig(epochs=4, lr=1e-2, schedule="cosine", batch_size=64),
+                        seed=0, progress=False)
+    lrs = [r["lr"] for r in history.rows]
+    assert lrs[0] == pytest.approx(1e-2) and lrs == sorted(lrs, reverse=True) and lrs[-1] < 2e-3
+
+
+@pytest.mark.parametrize("loss", ["l1", "bce", "ssim", "mix"])
+def test_training_with_each_loss(data, loss):
+    train_x, val_x = data
+    history = fit_model(_model(), train_x, val_x, LossConfig(kind=loss),
+                        TrainConfig(epochs=2, batch_size=64), seed=0, progress=False)
+    assert np.isfinite(history.rows[-1]["val_loss"])
+    assert history.rows[-1]["train_loss"] <= history.rows[0]["train_loss"] * 1.05
+
+
+def test_without_validation_the_training_loss_is_watched(data):
+    train_x, _ = data
+    history = fit_model(_model(), train_x, None, LossConfig(),
+                        TrainConfig(epochs=2, batch_size=64), seed=0, progress=False)
+    assert history.rows[0]["val_loss"] is None and history.best_epoch >= 1
