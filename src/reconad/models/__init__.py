@@ -1,0 +1,90 @@
+"""Pure ``nn.Module`` autoencoders: a dense family and a convolutional family.
+
+Every model maps images ``(B, C, H, W)`` in [0, 1] to reconstructions of the same shape in
+[0, 1] (sigmoid output) and exposes ``encode(x) -> z`` and ``decode(z) -> x_hat``. No training
+or scoring code lives here.
+
+>>> from reconad.config import ModelConfig
+>>> model = build_model(ModelConfig(hidden=[64], latent=8), (1, 28, 28))
+>>> count_parameters(model)
+102296
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from reconad.config import ModelConfig
+from reconad.errors import ReconadError
+from reconad.models.conv import ConvAutoencoder
+from reconad.models.dense import DenseAutoencoder
+
+__all__ = ["ConvAutoencoder", "DenseAutoencoder", "build_model", "count_parameters"]
+
+
+def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int]) -> nn.Module:
+    """Build the autoencoder ``cfg`` describes for images of shape ``input_shape``.
+
+    Args:
+        cfg: The ``model`` section of the config.
+        input_shape: ``(C, H, W)`` of the images, taken from the data.
+
+    Returns:
+        A freshly initialised :class:`DenseAutoencoder` or :class:`ConvAutoencoder`.
+
+    Raises:
+        ReconadError: If the shape is not three positive sizes, the code is larger than the
+            input, or the conv kernel is even.
+    """
+    shape = _check_shape(input_shape)
+    size = math.prod(shape)
+    if (cfg.kind == "dense" or cfg.bottleneck) and cfg.latent > size:
+        raise ReconadError(
+            f"model.latent={cfg.latent} exceeds the input size {size} "
+            f"({shape[0]}x{shape[1]}x{shape[2]}); choose a smaller latent"
+        )
+    if cfg.kind == "dense":
+        return DenseAutoencoder(
+            shape,
+            hidden=list(cfg.hidden),
+            latent=cfg.latent,
+            activation=cfg.activation,
+            latent_activation=cfg.latent_activation,
+            batch_norm=cfg.batch_norm,
+            dropout=cfg.dropout,
+        )
+    if cfg.kernel % 2 == 0:
+        raise ReconadError(
+            f"model.kernel={cfg.kernel} is even; conv kernels must be odd for 'same' padding "
+            f"(use {cfg.kernel - 1} or {cfg.kernel + 1})"
+        )
+    return ConvAutoencoder(
+        shape,
+        channels=list(cfg.channels),
+        kernel=cfg.kernel,
+        downsample=cfg.downsample,
+        upsample=cfg.upsample,
+        bottleneck=cfg.bottleneck,
+        latent=cfg.latent,
+        activation=cfg.activation,
+        latent_activation=cfg.latent_activation,
+        batch_norm=cfg.batch_norm,
+        dropout=cfg.dropout,
+    )
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _check_shape(input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ReconadError(
+            f"input shape {tuple(input_shape)} is not (channels, height, width) with positive "
+            f"sizes; give images as an (N, C, H, W) array"
+        )
+    return shape  # type: ignore[return-value]
