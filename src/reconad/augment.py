@@ -1,0 +1,108 @@
+"""Batched training-time augmentation: random rotation, zoom and shift on tensors.
+
+One random affine transform per image, applied to the whole batch at once with
+``F.affine_grid`` / ``F.grid_sample`` (bilinear, zeros outside the image). Conventions, in the
+picture as displayed (rows downwards):
+
+- ``angles``: degrees, positive = counter-clockwise (``torch.rot90(x, 1, dims=(-2, -1))`` is 90);
+- ``scales``: > 1 enlarges the content about the centre;
+- ``shifts_x`` / ``shifts_y``: fractions of the width / height, positive = right / down.
+
+Rotation happens in pixel space, so non-square images are rotated without shearing.
+
+>>> x = torch.zeros(1, 1, 5, 5); x[0, 0, 0, 0] = 1
+>>> moved = warp(x, affine_matrices(torch.zeros(1), torch.ones(1), torch.tensor([0.2]),
+...                                  torch.zeros(1), 5, 5))
+>>> moved[0, 0, 0, 1].item()
+1.0
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from reconad.errors import ReconadError
+
+
+def affine_matrices(
+    angles: torch.Tensor,
+    scales: torch.Tensor,
+    shifts_x: torch.Tensor,
+    shifts_y: torch.Tensor,
+    height: int,
+    width: int,
+) -> torch.Tensor:
+    """The ``(B, 2, 3)`` matrices for ``F.affine_grid`` that realise the given transforms.
+
+    Args:
+        angles: ``(B,)`` rotation in degrees, counter-clockwise.
+        scales: ``(B,)`` zoom factors (> 1 enlarges).
+        shifts_x: ``(B,)`` horizontal shift as a fraction of the width (positive = right).
+        shifts_y: ``(B,)`` vertical shift as a fraction of the height (positive = down).
+        height: Image height in pixels.
+        width: Image width in pixels.
+
+    Returns:
+        ``theta`` mapping each output position (normalised coordinates) to where it samples the
+        input, i.e. the inverse of the transform applied to the content.
+    """
+    rad = angles * (math.pi / 180)
+    cos, sin = torch.cos(rad), torch.sin(rad)
+    # Inverse rotation in pixel coordinates (x right, y down), divided by the zoom:
+    # content rotated counter-clockwise by a means sampling at R(-a) applied the other way.
+    aspect = height / width
+    m00, m01 = cos / scales, -sin / scales * aspect  # pixel -> normalised: D^-1 R D
+    m10, m11 = sin / scales / aspect, cos / scales
+    # Normalised coordinates span 2 units per image side, so a shift of f sides is 2f units.
+    tx, ty = 2 * shifts_x, 2 * shifts_y
+    theta = torch.stack([
+        torch.stack([m00, m01, -(m00 * tx + m01 * ty)], dim=-1),
+        torch.stack([m10, m11, -(m10 * tx + m11 * ty)], dim=-1),
+    ], dim=1)  # (B, 2, 3)
+    return theta
+
+
+def warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Apply per-image affine matrices ``(B, 2, 3)`` to images ``(B, C, H, W)`` (zero padding)."""
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)  # (B, H, W, 2)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def augment_batch(
+    x: torch.Tensor,
+    rotation: float = 0.0,
+    zoom: float = 0.0,
+    shift: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Randomly rotate, zoom and shift every image of a batch, one transform per image.
+
+    Args:
+        x: Images ``(B, C, H, W)``.
+        rotation: Maximum rotation in degrees, drawn uniformly in [-rotation, rotation].
+        zoom: Zoom factor drawn uniformly in [1 - zoom, 1 + zoom].
+        shift: Horizontal and vertical shifts drawn uniformly in [-shift, shift] (fractions
+            of the image size).
+        generator: Source of randomness (None = torch's global generator).
+
+    Returns:
+        The transformed batch; ``x`` itself when all three amounts are 0.
+    """
+    if rotation < 0 or not 0 <= zoom < 1 or not 0 <= shift < 1:
+        raise ReconadError(
+            f"augmentation amounts rotation={rotation}, zoom={zoom}, shift={shift} are out of "
+            f"range; use rotation >= 0 degrees and zoom, shift in [0, 1)"
+        )
+    if rotation == 0 and zoom == 0 and shift == 0:
+        return x
+    if x.dim() != 4:
+        raise ReconadError(f"augment_batch needs images (B, C, H, W), got shape "
+                           f"{tuple(x.shape)}; add the channel axis")
+    b, _, h, w = x.shape
+    device = generator.device if generator is not None else x.device
+    u = torch.rand((4, b), generator=generator, device=device).to(x.device) * 2 - 1  # [-1, 1)
+    theta = affine_matrices(u[0] * rotation, 1 + u[1] * zoom, u[2] * shift, u[3] * shift, h, w)
+    return warp(x, theta)
