@@ -1,0 +1,397 @@
+"""Who is normal, and which images form the training, validation and evaluated sets.
+
+Four scenarios (``scenario.kind``), each a pure, seeded function of the dataset and the config:
+
+- ``holdout``: some classes are normal; the test images of ``dev_anomaly`` classes are the
+  development anomalies and those of ``eval_anomaly`` the evaluation anomalies.
+- ``one-class``: ``normal`` classes only are normal; every other class is anomalous. The
+  development anomalies come from the TRAINING images, so thresholds never touch the test set.
+- ``corruption``: clean images are normal, corrupted copies of some of them are anomalies.
+- ``contamination``: the model trains on an unlabelled pool with a few planted images of the
+  ``contaminant`` classes; the development set is that pool with the planted images marked.
+
+Every evaluated set lists its normals first, then its anomalies class by class, each part in
+the original image order; ``ids`` name each image's origin (``"test:123"``, ``"train:57"``,
+``"test:123+gaussian"`` for a corrupted copy). Each random draw has its own seeded stream, so
+changing one fraction does not reshuffle the other draws.
+
+>>> import numpy as np
+>>> from reconad.config import ScenarioConfig
+>>> from reconad.data import Dataset
+>>> y = np.arange(100) % 4
+>>> data = Dataset("toy", np.zeros((100, 1, 2, 2), np.float32), y,
+...                np.zeros((100, 1, 2, 2), np.float32), y)
+>>> make_splits(data, ScenarioConfig(dev_anomaly=[2], eval_anomaly=[3]), seed=0).sizes()
+{'train': 45, 'val': 5, 'dev': {'normal': 50, 'class 2': 25}, 'eval': {'normal': 50, 'class 3': 25}}
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from reconad.config import ScenarioConfig
+from reconad.data import Dataset
+from reconad.errors import ReconadError
+
+
+@dataclass(frozen=True, eq=False)
+class EvalSet:
+    """One evaluated set of images with their ground truth.
+
+    Attributes:
+        x: (N, C, H, W) float32 images.
+        is_anomaly: (N,) bool.
+        group: (N,) str: "normal", "class 8", "gaussian 0.2", "planted class 3", ...
+        label: (N,) int64 original class, -1 when unknown.
+        ids: (N,) str stable image ids: "test:123", "train:57", "test:123+gaussian".
+    """
+
+    x: np.ndarray
+    is_anomaly: np.ndarray
+    group: np.ndarray
+    label: np.ndarray
+    ids: np.ndarray
+
+    def sizes(self) -> dict[str, int]:
+        """Number of images in each group, in order of first appearance."""
+        names, first, counts = np.unique(self.group, return_index=True, return_counts=True)
+        order = np.argsort(first)
+        return {str(names[i]): int(counts[i]) for i in order}
+
+
+@dataclass(frozen=True, eq=False)
+class Splits:
+    """Everything a scenario decides: what the model is fitted on and what it is judged on.
+
+    Attributes:
+        train: (N, C, H, W) images the model is fitted on.
+        val: (M, C, H, W) held-out training images (early stopping, quantile threshold).
+        sets: evaluated sets: "dev" and "eval" always, "final" in holdout with split_final.
+        train_group: what the training images are, e.g. "normal" or "unlabelled pool".
+    """
+
+    train: np.ndarray
+    val: np.ndarray
+    sets: dict[str, EvalSet]
+    train_group: str
+
+    def sizes(self) -> dict:
+        """``{"train": n, "val": n, "dev": {"normal": n, "class 8": n}, "eval": {...}}``."""
+        out: dict = {"train": int(len(self.train)), "val": int(len(self.val))}
+        out.update({name: s.sizes() for name, s in self.sets.items()})
+        return out
+
+
+def make_splits(dataset: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
+    """Build the training/validation images and the evaluated sets of a scenario.
+
+    Args:
+        dataset: the loaded images and labels (labels may be None only for ``corruption``).
+        cfg: the ``scenario`` config section; ``cfg.kind`` picks the scenario.
+        seed: seeds every random draw (same seed, same splits).
+
+    Returns:
+        The :class:`Splits`; ``splits.sizes()`` gives every group's size.
+
+    Raises:
+        ReconadError: labels missing for a scenario that needs them, a class selection that
+            leaves the normal or an anomaly group empty, or a fraction leaving a part empty.
+    """
+    return _SCENARIOS[cfg.kind](dataset, cfg, seed)
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def _holdout(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
+    train_y, test_y = _labels(data, cfg.kind)
+    present = _present(train_y, test_y)
+    anomalous = set(cfg.dev_anomaly) | set(cfg.eval_anomaly)
+    normal = cfg.normal if cfg.normal is not None else [c for c in present if c not in anomalous]
+    if not normal:
+        raise ReconadError(
+            f"no normal class left: every class {present} is named in scenario.dev_anomaly or "
+            "scenario.eval_anomaly; name fewer anomaly classes or set scenario.normal"
+        )
+    _check_classes("normal", normal, train_y, "training")
+    _check_classes("dev_anomaly", cfg.dev_anomaly, test_y, "test")
+    _check_classes("eval_anomaly", cfg.eval_anomaly, test_y, "test")
+
+    normal_train = _where(train_y, normal)
+    train_idx, val_idx = _split_off(normal_train, train_y, cfg.val_fraction, _rng(seed, "val"),
+                                    "scenario.val_fraction", "normal training images")
+    normal_test = _where(test_y, normal)
+    if not len(normal_test):
+        raise ReconadError(f"the normal classes {normal} have no test images; set "
+                           "scenario.normal to classes that appear in the test data")
+
+    def anomalies(classes: list[int]) -> EvalSet:
+        return _by_class(data.test_x, test_y, _where(test_y, classes), "test", "class ",
+                         order=classes)
+
+    dev_normal = final_normal = normal_test
+    if cfg.split_final:
+        dev_normal, final_normal = _split_off(
+            normal_test, test_y, cfg.final_fraction, _rng(seed, "final"),
+            "scenario.final_fraction", "normal test images")
+    dev_normals = _normals(data.test_x, test_y, dev_normal, "test")
+    sets = {
+        "dev": _concat(dev_normals, anomalies(cfg.dev_anomaly)),
+        "eval": _concat(dev_normals, anomalies(cfg.eval_anomaly)),
+    }
+    if cfg.split_final:
+        sets["final"] = _concat(_normals(data.test_x, test_y, final_normal, "test"),
+                                anomalies(cfg.eval_anomaly))
+    return Splits(data.train_x[train_idx], data.train_x[val_idx], sets, "normal")
+
+
+def _one_class(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
+    if cfg.normal is None:
+        raise ReconadError("scenario.normal must list the normal class(es) for one-class, "
+                           "e.g. --set scenario.normal=[0]")
+    train_y, test_y = _labels(data, cfg.kind)
+    present = _present(train_y, test_y)
+    others = [c for c in present if c not in cfg.normal]
+    if not others:
+        raise ReconadError(f"every class {present} is in scenario.normal, so there are no "
+                           "anomalies; leave at least one class out of scenario.normal")
+    _check_classes("normal", cfg.normal, train_y, "training")
+
+    train_idx, val_idx = _split_off(_where(train_y, cfg.normal), train_y, cfg.val_fraction,
+                                    _rng(seed, "val"), "scenario.val_fraction",
+                                    "normal training images")
+    # Development anomalies: other classes' TRAINING images, so the test set stays untouched.
+    pool = _where(train_y, others)
+    count = _count(cfg.dev_anomaly_fraction, len(val_idx))
+    if count > len(pool):
+        raise ReconadError(
+            f"scenario.dev_anomaly_fraction={cfg.dev_anomaly_fraction} asks for {count} "
+            f"development anomalies but the other classes have only {len(pool)} training "
+            "images; lower scenario.dev_anomaly_fraction"
+        )
+    picked = _stratified_sample(pool, train_y, count, _rng(seed, "dev anomalies"))
+    dev = _concat(_normals(data.train_x, train_y, val_idx, "train"),
+                  _by_class(data.train_x, train_y, picked, "train", "class "))
+
+    test_normal, test_other = _where(test_y, cfg.normal), _where(test_y, others)
+    if not len(test_normal) or not len(test_other):
+        which = "normal" if not len(test_normal) else "anomalous"
+        raise ReconadError(f"the test data has no {which} images for scenario.normal="
+                           f"{cfg.normal}; check the labels of the test data")
+    evaluation = _concat(_normals(data.test_x, test_y, test_normal, "test"),
+                         _by_class(data.test_x, test_y, test_other, "test", "class "))
+    return Splits(data.train_x[train_idx], data.train_x[val_idx],
+                  {"dev": dev, "eval": evaluation}, "normal")
+
+
+def _corruption(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
+    train_y, test_y = data.train_y, data.test_y
+    if cfg.normal is not None:
+        train_y, test_y = _labels(data, "corruption with scenario.normal")
+        _check_classes("normal", cfg.normal, train_y, "training")
+        _check_classes("normal", cfg.normal, test_y, "test")
+        train_pool, test_pool = _where(train_y, cfg.normal), _where(test_y, cfg.normal)
+    else:
+        train_pool, test_pool = np.arange(len(data.train_x)), np.arange(len(data.test_x))
+    what = "normal training images" if cfg.normal is not None else "training images"
+    train_idx, val_idx = _split_off(train_pool, train_y, cfg.val_fraction, _rng(seed, "val"),
+                                    "scenario.val_fraction", what)
+
+    def with_copies(x: np.ndarray, y: np.ndarray | None, idx: np.ndarray, origin: str,
+                    fraction: float, stream: str) -> EvalSet:
+        """The clean images ``idx`` plus corrupted copies of a seeded fraction of them."""
+        count = _count(fraction, len(idx))
+        picked = _stratified_sample(idx, y, count, _rng(seed, stream))
+        noisy = _corrupt(x[picked], cfg.noise, cfg.noise_level, _rng(seed, stream + " noise"))
+        copies = _make_set(noisy, True, f"{cfg.noise} {cfg.noise_level:g}",
+                           _label_of(y, picked), np.char.add(_ids(origin, picked),
+                                                             f"+{cfg.noise}"))
+        return _concat(_normals(x, y, idx, origin), copies)
+
+    sets = {
+        "dev": with_copies(data.train_x, train_y, val_idx, "train", cfg.dev_anomaly_fraction,
+                           "dev anomalies"),
+        "eval": with_copies(data.test_x, test_y, test_pool, "test", cfg.corrupt_fraction,
+                            "eval anomalies"),
+    }
+    return Splits(data.train_x[train_idx], data.train_x[val_idx], sets, "normal")
+
+
+def _contamination(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
+    train_y, test_y = _labels(data, cfg.kind)
+    present = _present(train_y, test_y)
+    normal = cfg.normal if cfg.normal is not None else [
+        c for c in present if c not in cfg.contaminant]
+    if not normal:
+        raise ReconadError(f"no normal class left: every class {present} is in "
+                           "scenario.contaminant; set scenario.normal, e.g. [1]")
+    _check_classes("normal", normal, train_y, "training")
+    _check_classes("normal", normal, test_y, "test")
+    _check_classes("contaminant", cfg.contaminant, train_y, "training")
+    _check_classes("contaminant", cfg.contaminant, test_y, "test")
+
+    def plant(y: np.ndarray, normal_idx: np.ndarray, stream: str, where: str) -> np.ndarray:
+        """A seeded sample of contaminant images, ``contamination`` x the normal count."""
+        pool = _where(y, cfg.contaminant)
+        count = _count(cfg.contamination, len(normal_idx))
+        if count > len(pool):
+            raise ReconadError(
+                f"scenario.contamination={cfg.contamination} needs {count} {where} images of "
+                f"classes {cfg.contaminant} but there are {len(pool)}; lower "
+                "scenario.contamination"
+            )
+        return _stratified_sample(pool, y, count, _rng(seed, stream))
+
+    normal_train = _where(train_y, normal)
+    planted = plant(train_y, normal_train, "planted", "training")
+    # The model never sees the hidden labels: the validation images are a plain random draw.
+    pool = np.sort(np.concatenate([normal_train, planted]))
+    train_idx, val_idx = _split_off(pool, None, cfg.val_fraction, _rng(seed, "val"),
+                                    "scenario.val_fraction", "images in the training pool")
+    normal_test = _where(test_y, normal)
+    sets = {
+        "dev": _concat(_normals(data.train_x, train_y, normal_train, "train"),
+                       _by_class(data.train_x, train_y, planted, "train", "planted class ",
+                                 order=cfg.contaminant)),
+        "eval": _concat(_normals(data.test_x, test_y, normal_test, "test"),
+                        _by_class(data.test_x, test_y,
+                                  plant(test_y, normal_test, "eval anomalies", "test"),
+                                  "test", "class ", order=cfg.contaminant)),
+    }
+    return Splits(data.train_x[train_idx], data.train_x[val_idx], sets, "unlabelled pool")
+
+
+_SCENARIOS: dict[str, Callable[[Dataset, ScenarioConfig, int], Splits]] = {
+    "holdout": _holdout,
+    "one-class": _one_class,
+    "corruption": _corruption,
+    "contamination": _contamination,
+}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _rng(seed: int, stream: str) -> np.random.Generator:
+    """An independent generator per purpose, stable across runs and Python versions."""
+    return np.random.default_rng([seed, zlib.crc32(stream.encode())])
+
+
+def _labels(data: Dataset, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    if data.train_y is None or data.test_y is None:
+        raise ReconadError(
+            f"scenario.kind={kind} needs class labels but the {data.name} data has none; use "
+            "scenario.kind=corruption (without scenario.normal) or give labelled data "
+            "(class sub-folders, a label column)"
+        )
+    return np.asarray(data.train_y), np.asarray(data.test_y)
+
+
+def _present(*labels: np.ndarray) -> list[int]:
+    return sorted(int(c) for c in np.unique(np.concatenate(labels)))
+
+
+def _check_classes(field: str, classes: Sequence[int], labels: np.ndarray, where: str) -> None:
+    present = set(np.unique(labels).tolist())
+    missing = [c for c in classes if c not in present]
+    if missing:
+        raise ReconadError(
+            f"scenario.{field} lists class(es) {missing} with no {where} images (classes "
+            f"present: {sorted(present)}); pick classes from those"
+        )
+
+
+def _where(labels: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    """Indices (ascending) of the images whose label is in ``classes``."""
+    return np.flatnonzero(np.isin(labels, list(classes)))
+
+
+def _count(fraction: float, n: int) -> int:
+    """round(fraction x n), half up, at least 1: an anomaly group is never empty."""
+    return max(1, int(fraction * n + 0.5))
+
+
+def _split_off(idx: np.ndarray, labels: np.ndarray | None, fraction: float,
+               rng: np.random.Generator, key: str, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``idx`` into (kept, held out), holding out round(fraction x n) stratified images."""
+    n = len(idx)
+    count = int(fraction * n + 0.5)
+    if count == 0 or count == n:
+        empty = "held-out" if count == 0 else "remaining"
+        raise ReconadError(
+            f"{key}={fraction} of {n} {what} leaves no {empty} images; use more images or "
+            f"{'raise' if count == 0 else 'lower'} {key}"
+        )
+    held = _stratified_sample(idx, labels, count, rng)
+    return np.setdiff1d(idx, held), held
+
+
+def _stratified_sample(idx: np.ndarray, labels: np.ndarray | None, count: int,
+                       rng: np.random.Generator) -> np.ndarray:
+    """A seeded sample (ascending) of ``count`` of ``idx``, class shares as in ``idx``.
+
+    Each class gets floor(count x share) images and the remaining ones go to the classes
+    with the largest remainders (largest-remainder apportionment), so the total is exact.
+    Without labels the sample is a plain random draw.
+    """
+    if labels is None:
+        return np.sort(rng.choice(idx, size=count, replace=False))
+    classes, inverse, sizes = np.unique(labels[idx], return_inverse=True, return_counts=True)
+    quota = count * sizes / len(idx)
+    take = np.floor(quota).astype(int)
+    leftover = count - int(take.sum())
+    take[np.argsort(-(quota - take), kind="stable")[:leftover]] += 1
+    picked = [rng.choice(idx[inverse == k], size=take[k], replace=False)
+              for k in range(len(classes))]
+    return np.sort(np.concatenate(picked))
+
+
+def _corrupt(x: np.ndarray, kind: str, level: float, rng: np.random.Generator) -> np.ndarray:
+    from reconad.corruptions import corrupt  # torch-backed; imported only when needed
+
+    return np.asarray(corrupt(x, kind, level, rng), dtype=np.float32)
+
+
+def _ids(origin: str, idx: np.ndarray) -> np.ndarray:
+    return np.char.add(f"{origin}:", idx.astype(str))
+
+
+def _label_of(labels: np.ndarray | None, idx: np.ndarray) -> np.ndarray:
+    if labels is None:
+        return np.full(len(idx), -1, dtype=np.int64)
+    return labels[idx].astype(np.int64)
+
+
+def _make_set(x: np.ndarray, anomaly: bool, group: str | np.ndarray, label: np.ndarray,
+              ids: np.ndarray) -> EvalSet:
+    n = len(x)
+    return EvalSet(
+        x=np.asarray(x, dtype=np.float32),
+        is_anomaly=np.full(n, anomaly, dtype=bool),
+        group=np.broadcast_to(np.asarray(group, dtype=str), (n,)).copy(),
+        label=label,
+        ids=ids,
+    )
+
+
+def _normals(x: np.ndarray, labels: np.ndarray | None, idx: np.ndarray, origin: str) -> EvalSet:
+    return _make_set(x[idx], False, "normal", _label_of(labels, idx), _ids(origin, idx))
+
+
+def _by_class(x: np.ndarray, labels: np.ndarray, idx: np.ndarray, origin: str, prefix: str,
+              order: Sequence[int] | None = None) -> EvalSet:
+    """Anomalies ``idx`` grouped "<prefix><class>", class by class (in ``order`` if given)."""
+    y = labels[idx]
+    classes = list(order) if order is not None else sorted(np.unique(y).tolist())
+    idx = np.concatenate([idx[y == c] for c in classes])  # class by class, original order
+    return _make_set(x[idx], True, np.char.add(prefix, labels[idx].astype(str)),
+                     _label_of(labels, idx), _ids(origin, idx))
+
+
+def _concat(*parts: EvalSet) -> EvalSet:
+    return EvalSet(*(np.concatenate([getattr(p, f) for p in parts])
+                     for f in ("x", "is_anomaly", "group", "label", "ids")))
