@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from reconad.config import DataConfig
+from reconad.errors import ReconadError
 
 
 @dataclass(frozen=True)
@@ -21,3 +25,132 @@ class Dataset:
     def image_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of every image."""
         return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+
+
+def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
+    """Load the configured data as train and test images, subsampled as asked.
+
+    A named source (``mnist``, ``fashion-mnist``, ``kmnist``) keeps its canonical split. A
+    user path gets its test images from ``cfg.test_source``, else from ``x_test`` in its
+    ``.npz``, else from a seeded split by ``cfg.test_fraction`` (stratified when labelled).
+    ``cfg.max_train``/``cfg.max_test`` then take seeded stratified subsets that keep the
+    class proportions and the original order.
+
+    Args:
+        cfg: the ``data`` section of the config.
+        seed: the run's seed; the same seed gives the same images.
+
+    Returns:
+        The dataset, images float32 ``(N, C, H, W)`` in [0, 1].
+
+    Raises:
+        ReconadError: unknown source, unreadable data, train and test of different shapes.
+
+    >>> ds = load_dataset(DataConfig(source="mnist", max_train=600, max_test=100), seed=0)
+    ... # doctest: +SKIP
+    """
+    from reconad.data.sources import SOURCES, load_named
+    from reconad.data.user import load_user, prepare
+
+    if cfg.source.lower() in SOURCES:
+        if cfg.test_source is not None:
+            raise ReconadError(
+                f"data.test_source is for your own data; {cfg.source} has its own test set: "
+                "remove data.test_source"
+            )
+        named = load_named(cfg.source, cfg.data_dir, cfg.download)
+        train_x, train_y = prepare(named.train_x, cfg.resize, cfg.grayscale), named.train_y
+        test_x, test_y = prepare(named.test_x, cfg.resize, cfg.grayscale), named.test_y
+        name = named.name
+    else:
+        path = Path(cfg.source).expanduser()
+        if not path.exists():
+            raise ReconadError(
+                f"data.source {cfg.source!r} is neither a named dataset ({', '.join(SOURCES)}) "
+                "nor an existing file or folder; check the spelling or the path"
+            )
+        options = {"resize": cfg.resize, "grayscale": cfg.grayscale,
+                   "label_column": cfg.label_column}
+        user = load_user(path, **options)
+        name = path.stem or str(path)
+        if cfg.test_source is not None:
+            test = load_user(cfg.test_source, classes=user.class_names, **options)
+            train_x, train_y, test_x, test_y = user.x, user.y, test.x, test.y
+        elif user.x_test is not None:
+            train_x, train_y, test_x, test_y = user.x, user.y, user.x_test, user.y_test
+        else:
+            train_idx, test_idx = split_indices(user.y, len(user.x), cfg.test_fraction, seed)
+            train_x, test_x = user.x[train_idx], user.x[test_idx]
+            train_y = None if user.y is None else user.y[train_idx]
+            test_y = None if user.y is None else user.y[test_idx]
+        if train_x.shape[1:] != test_x.shape[1:]:
+            raise ReconadError(
+                f"training images are {_shape(train_x)} but test images are {_shape(test_x)} "
+                "(CxHxW); set data.resize and/or data.grayscale so they match"
+            )
+    if cfg.max_train is not None and cfg.max_train < len(train_x):
+        keep = stratified_subset(train_y, len(train_x), cfg.max_train, seed=[seed, 1])
+        train_x, train_y = train_x[keep], None if train_y is None else train_y[keep]
+    if cfg.max_test is not None and cfg.max_test < len(test_x):
+        keep = stratified_subset(test_y, len(test_x), cfg.max_test, seed=[seed, 2])
+        test_x, test_y = test_x[keep], None if test_y is None else test_y[keep]
+    return Dataset(name, train_x, train_y, test_x, test_y)
+
+
+def stratified_subset(
+    labels: np.ndarray | None, n_total: int, size: int, seed: int | list[int]
+) -> np.ndarray:
+    """Indices of a seeded random subset of ``size`` items keeping the class proportions.
+
+    Each class gets ``size * n_class / n_total`` items rounded by largest remainder, so the
+    total is exactly ``size``; the indices are returned sorted (the original order).
+    We allocate ourselves rather than use scikit-learn's stratified splitters because those
+    refuse classes with a single member and sizes below the number of classes.
+
+    Args:
+        labels: ``(n_total,)`` class of each item, or None (plain random subset).
+        n_total: number of items.
+        size: how many to keep, ``0 <= size <= n_total``.
+        seed: seed (or seed sequence) of the random choice.
+
+    Returns:
+        Sorted int64 indices, ``(size,)``.
+    """
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        return np.sort(rng.choice(n_total, size=size, replace=False)).astype(np.int64)
+    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    exact = size * counts / n_total
+    quota = np.floor(exact).astype(np.int64)
+    # Hand the remaining items to the classes with the largest fractional parts (stable order).
+    leftover = size - int(quota.sum())
+    quota[np.argsort(-(exact - quota), kind="stable")[:leftover]] += 1
+    chosen = [
+        rng.choice(np.flatnonzero(inverse == k), size=int(quota[k]), replace=False)
+        for k in range(len(classes))
+    ]
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def split_indices(
+    labels: np.ndarray | None, n_total: int, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/test split, stratified when labelled; both index arrays sorted.
+
+    Returns:
+        ``(train indices, test indices)``; the test part has ``round(n_total * test_fraction)``
+        items, at least 1, and the train part at least 1.
+    """
+    if n_total < 2:
+        raise ReconadError(
+            f"cannot split {n_total} image(s) into train and test; give more images or "
+            "data.test_source"
+        )
+    n_test = min(max(round(n_total * test_fraction), 1), n_total - 1)
+    test = stratified_subset(labels, n_total, n_test, seed=[seed, 0])
+    train = np.setdiff1d(np.arange(n_total), test)
+    return train.astype(np.int64), test
+
+
+def _shape(images: np.ndarray) -> str:
+    return "x".join(str(s) for s in images.shape[1:])

@@ -1,0 +1,432 @@
+"""The user's own images: ``.npz``/``.npy`` arrays, a folder of image files, or a CSV.
+
+Whatever the input, the output is float32 ``(N, C, H, W)`` in [0, 1] with C = 1 or 3, plus
+int64 labels ``(N,)`` or None. Pixel values are never silently rescaled: uint8 is divided by
+255, other integers must lie in 0..255, floats must already lie in [0, 1].
+
+>>> x, y = load_images("digits/")  # doctest: +SKIP  (digits/0/*.png, digits/1/*.png, ...)
+>>> x.shape, x.dtype, y[:3]
+((120, 1, 28, 28), dtype('float32'), array([0, 0, 0]))
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import warnings
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from reconad.errors import ReconadError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm",
+                  ".ppm", ".pbm"}
+FORMATS = "a .npz/.npy file, a folder of images (PNG/JPEG/BMP) or a .csv"
+# ITU-R 601-2 luma, the weights Pillow's convert("L") uses.
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_RESIZE_HINT = "set data.resize (CLI: --set data.resize=[28,28])"
+
+
+@dataclass(frozen=True)
+class UserImages:
+    """Images loaded from one user path (``x_test``/``y_test`` only from an ``.npz``)."""
+
+    x: np.ndarray
+    """float32 ``(N, C, H, W)`` in [0, 1]."""
+    y: np.ndarray | None
+    """int64 ``(N,)`` or None (unlabelled)."""
+    class_names: tuple[str, ...] | None = None
+    """Name of each label value when labels came from names (folders, text labels)."""
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+
+
+def load_user(
+    path: str | Path,
+    resize: tuple[int, int] | None = None,
+    grayscale: bool = False,
+    label_column: str = "label",
+    classes: Sequence[str] | None = None,
+) -> UserImages:
+    """Load the user's images from a file or folder.
+
+    Args:
+        path: ``.npz`` (arrays ``x``/``images``, optional ``y``/``labels``, ``x_test``/``y_test``),
+            ``.npy`` (images only), a folder of images (labels from sub-folder names, sorted;
+            unlabelled when the images lie directly in it), a ``.csv`` (label column + one grey
+            pixel per column), or a single image file.
+        resize: (height, width) every image is resized to (bilinear); None = keep sizes.
+        grayscale: convert RGB images to one grey channel (ITU-R 601-2 luma).
+        label_column: name of the label column of a CSV.
+        classes: class names already in use (the training data's), so that a test folder maps
+            the same names to the same integers; new names get the next integers.
+
+    Returns:
+        The images (float32 ``(N, C, H, W)`` in [0, 1]) and labels.
+
+    Raises:
+        ReconadError: a missing or unreadable input, values out of range, bad shapes, etc.
+    """
+    path = Path(path).expanduser()
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        return _load_folder(path, resize, grayscale, classes)
+    if not path.is_file():
+        raise ReconadError(f"{path} does not exist; give {FORMATS}")
+    if suffix in (".npz", ".npy"):
+        data = _load_arrays(path, classes)
+    elif suffix == ".csv":
+        data = _load_csv(path, label_column, classes)
+    elif suffix in IMAGE_SUFFIXES:
+        data = UserImages(_read_image(path, path.parent)[None], None)
+    else:
+        raise ReconadError(f"{path}: unsupported file type {suffix or '(none)'!r}; give {FORMATS}")
+    return UserImages(
+        x=prepare(data.x, resize, grayscale),
+        y=data.y,
+        class_names=data.class_names,
+        x_test=None if data.x_test is None else prepare(data.x_test, resize, grayscale),
+        y_test=data.y_test,
+    )
+
+
+def load_images(
+    path: str | Path,
+    resize: tuple[int, int] | None = None,
+    grayscale: bool = False,
+    label_column: str = "label",
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Images (and labels if any) of any supported kind, e.g. for ``reconad score INPUT``.
+
+    For an ``.npz`` this returns ``x``/``y`` (not ``x_test``). See :func:`load_user`.
+
+    Returns:
+        float32 ``(N, C, H, W)`` in [0, 1], and int64 ``(N,)`` labels or None.
+    """
+    data = load_user(path, resize, grayscale, label_column)
+    return data.x, data.y
+
+
+# --- arrays -------------------------------------------------------------------------------
+
+
+def to_nchw(images: np.ndarray, name: str) -> np.ndarray:
+    """View ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` (C = 1 or 3) as NCHW."""
+    if images.ndim == 3:
+        return images[:, None]
+    if images.ndim == 4:
+        first, last = images.shape[1] in (1, 3), images.shape[3] in (1, 3)
+        if first:  # (N, C, H, W) wins when both could be channels: it is our own layout
+            return images
+        if last:
+            return images.transpose(0, 3, 1, 2)
+    raise ReconadError(
+        f"{name} has shape {images.shape}; expected (N, H, W), (N, H, W, C) or (N, C, H, W) "
+        "with C = 1 or 3 channels"
+    )
+
+
+def to_unit_float(values: np.ndarray, name: str) -> np.ndarray:
+    """Pixel values as float32 in [0, 1]: uint8 / 255, other integers in 0..255 / 255, floats as
+    they are; anything else (NaN, inf, out of range, non-numbers) raises."""
+    kind = values.dtype.kind
+    if kind == "b":
+        return values.astype(np.float32)
+    if kind in "ui":
+        if values.dtype != np.uint8:
+            bad = int(np.count_nonzero((values < 0) | (values > 255)))
+            if bad:
+                raise ReconadError(
+                    f"{bad} pixel values of {name} lie outside 0..255 (min {values.min()}, "
+                    f"max {values.max()}); integer images must hold 0..255 grey levels: rescale "
+                    "them, or store floats in [0, 1]"
+                )
+        return values.astype(np.float32) / np.float32(255.0)
+    if kind == "f":
+        finite = np.isfinite(values)
+        if not finite.all():
+            raise ReconadError(
+                f"{values.size - int(np.count_nonzero(finite))} pixel values of {name} are NaN or "
+                "infinite; fix or drop those images"
+            )
+        bad = int(np.count_nonzero((values < 0) | (values > 1)))
+        if bad:
+            raise ReconadError(
+                f"{bad} pixel values of {name} lie outside [0, 1] (min {values.min():g}, max "
+                f"{values.max():g}); float images must be scaled to [0, 1] (divide 0..255 grey "
+                "levels by 255)"
+            )
+        return values.astype(np.float32)
+    raise ReconadError(f"{name} holds {values.dtype} values; images must be numbers")
+
+
+def encode_labels(
+    values: np.ndarray, name: str, classes: Sequence[str] | None = None
+) -> tuple[np.ndarray, tuple[str, ...] | None]:
+    """Labels as int64: integers stay, text labels become indices of their sorted names.
+
+    Args:
+        values: ``(N,)`` labels: integers, integral floats, or text (class names).
+        name: what the labels are called in error messages.
+        classes: names already in use (kept first, in this order); new names are appended sorted.
+
+    Returns:
+        int64 labels and the class names (None when the labels were numbers).
+    """
+    if values.ndim != 1:
+        raise ReconadError(f"{name} has shape {values.shape}; labels must be one value per image")
+    if values.dtype.kind in "USO":
+        text = values.astype(str)
+        try:
+            return text.astype(np.int64), None
+        except ValueError:  # real names, not numbers written as text
+            return names_to_indices(text.tolist(), classes)
+    if values.dtype.kind in "uib":
+        return values.astype(np.int64), None
+    if values.dtype.kind == "f" and np.all(np.isfinite(values)):
+        if np.all(values == np.round(values)):
+            return values.astype(np.int64), None
+    raise ReconadError(f"{name} must hold whole numbers or class names, not {values.dtype} values")
+
+
+def names_to_indices(
+    names: Sequence[str], classes: Sequence[str] | None = None
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Map class names to ints: ``classes`` first in their order, then new names sorted."""
+    known = list(classes or [])
+    known += sorted(set(names) - set(known))
+    index = {n: i for i, n in enumerate(known)}
+    return np.array([index[n] for n in names], dtype=np.int64), tuple(known)
+
+
+def prepare(
+    images: np.ndarray, resize: tuple[int, int] | None = None, grayscale: bool = False
+) -> np.ndarray:
+    """Optional grey conversion and resize of float ``(N, C, H, W)`` images in [0, 1].
+
+    Args:
+        images: float32 ``(N, C, H, W)``.
+        resize: (height, width), bilinear with antialiasing (Pillow); None = as they are.
+        grayscale: RGB -> one grey channel (ITU-R 601-2 luma); grey images are unchanged.
+
+    Returns:
+        float32 ``(N, C', H', W')`` in [0, 1].
+    """
+    if grayscale and images.shape[1] == 3:
+        images = np.tensordot(images, LUMA, axes=([1], [0]))[:, None]  # (N, 1, H, W)
+    if resize is not None and tuple(images.shape[2:]) != tuple(resize):
+        from PIL import Image
+
+        height, width = resize
+        out = np.empty(images.shape[:2] + (height, width), dtype=np.float32)
+        for i, image in enumerate(images):
+            for c, channel in enumerate(image):  # (H, W): mode "F" keeps full precision
+                small = Image.fromarray(np.ascontiguousarray(channel, np.float32), mode="F")
+                out[i, c] = np.asarray(small.resize((width, height), Image.Resampling.BILINEAR))
+        images = np.clip(out, 0.0, 1.0)
+    return np.ascontiguousarray(images, dtype=np.float32)
+
+
+def _load_arrays(path: Path, classes: Sequence[str] | None) -> UserImages:
+    """``.npy`` (images) or ``.npz`` (x/images, y/labels, x_test, y_test)."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise ReconadError(
+            f"{path} cannot be loaded without pickle ({exc}); save plain numeric arrays with "
+            "np.savez"
+        ) from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ReconadError(f"{path} is not a readable NumPy file ({exc}); save it again") from None
+    if isinstance(loaded, np.ndarray):  # .npy
+        return UserImages(to_unit_float(to_nchw(loaded, str(path)), str(path)), None)
+    with loaded:
+        arrays = {key: loaded[key] for key in loaded.files}
+    x_key = next((k for k in ("x", "images") if k in arrays), None)
+    if x_key is None:
+        raise ReconadError(
+            f"{path} holds arrays {sorted(arrays) or 'none'}; expected the images in an array "
+            "named 'x' or 'images' (optional: labels 'y' or 'labels', test data 'x_test' and "
+            "'y_test')"
+        )
+    y_key = next((k for k in ("y", "labels") if k in arrays), None)
+    x, y, names = _images_and_labels(path, arrays, x_key, y_key, classes)
+    if "x_test" not in arrays:
+        if "y_test" in arrays:
+            raise ReconadError(f"{path} has 'y_test' but no 'x_test'; add the test images")
+        return UserImages(x, y, names)
+    y_test_key = "y_test" if "y_test" in arrays else None
+    x_test, y_test, test_names = _images_and_labels(path, arrays, "x_test", y_test_key, names)
+    return UserImages(x, y, test_names or names, x_test, y_test)
+
+
+def _images_and_labels(
+    path: Path, arrays: dict[str, np.ndarray], x_key: str, y_key: str | None,
+    classes: Sequence[str] | None,
+) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...] | None]:
+    name = f"{path}[{x_key!r}]"
+    x = to_unit_float(to_nchw(arrays[x_key], name), name)
+    if y_key is None:
+        return x, None, None
+    y, names = encode_labels(arrays[y_key], f"{path}[{y_key!r}]", classes)
+    if len(y) != len(x):
+        raise ReconadError(
+            f"{path} has {len(x)} images in {x_key!r} but {len(y)} labels in {y_key!r}; "
+            "give one label per image"
+        )
+    return x, y, names
+
+
+# --- CSV ----------------------------------------------------------------------------------
+
+
+def _load_csv(path: Path, label_column: str, classes: Sequence[str] | None) -> UserImages:
+    """One grey image per row: a label column (optional) and H*W pixel columns, H = W."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            header = [h.strip() for h in next(csv.reader(handle), [])]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReconadError(f"cannot read {path} as a text CSV ({exc})") from None
+    if not header:
+        raise ReconadError(f"{path} is empty; it needs a header row and one image per row")
+    if all(_is_number(h) for h in header):
+        raise ReconadError(
+            f"{path} has no header row; add a first line naming the columns (the label column "
+            f"{label_column!r} and the pixel columns, e.g. label,1x1,1x2,...)"
+        )
+    label_at = header.index(label_column) if label_column in header else None
+    n_pixels = len(header) - (label_at is not None)
+    side = math.isqrt(n_pixels)
+    if label_at is None and side * side != n_pixels:
+        shown = ", ".join(header[:5]) + (", ..." if len(header) > 5 else "")
+        raise ReconadError(
+            f"{path} has no column {label_column!r} (columns: {shown}); set data.label_column "
+            "to the name of the label column"
+        )
+    if side * side != n_pixels:
+        raise ReconadError(
+            f"{path} has {n_pixels} pixel columns, not a square number; a CSV must hold one "
+            "square grey image per row (e.g. 784 = 28x28 pixel columns) plus the label column"
+        )
+    pixel_cols = [i for i in range(len(header)) if i != label_at]
+    pixels = _loadtxt(path, pixel_cols, np.float64)  # (N, H*W)
+    if len(pixels) == 0:
+        raise ReconadError(f"{path} has a header but no rows; add one image per row")
+    labels, names = None, None
+    if label_at is not None:
+        raw = _loadtxt(path, [label_at], str)[:, 0]
+        labels, names = encode_labels(raw, f"column {label_column!r} of {path}", classes)
+    if np.all(pixels == np.round(pixels)):  # written as whole numbers: 0..255 grey levels
+        pixels = pixels.astype(np.int64)
+    x = to_unit_float(pixels, str(path)).reshape(len(pixels), 1, side, side)
+    return UserImages(x, labels, names)
+
+
+def _loadtxt(path: Path, columns: list[int], dtype) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():  # an empty body is reported by the caller
+            warnings.simplefilter("ignore", UserWarning)
+            return np.loadtxt(path, delimiter=",", skiprows=1, usecols=columns, dtype=dtype,
+                              ndmin=2, encoding="utf-8-sig", quotechar='"')
+    except ValueError as exc:
+        detail = str(exc).split(";")[0].rstrip(".")  # drop NumPy's advice about usecols
+        raise ReconadError(f"{path} cannot be read ({detail}); fix that row") from None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+# --- folders of image files ---------------------------------------------------------------
+
+
+def _visible(name: str) -> bool:
+    """Hidden files (.DS_Store, editor swap files) are not images."""
+    return not name.startswith(".")
+
+
+def _load_folder(
+    folder: Path, resize: tuple[int, int] | None, grayscale: bool, classes: Sequence[str] | None
+) -> UserImages:
+    """Images directly in ``folder`` (unlabelled) or in class sub-folders (labelled)."""
+    entries = sorted(p for p in folder.iterdir() if _visible(p.name))
+    dirs = [p for p in entries if p.is_dir()]
+    files = [p for p in entries if p.is_file()]
+    if dirs and files:
+        raise ReconadError(
+            f"{folder} holds both files (e.g. {files[0].name}) and sub-folders (e.g. "
+            f"{dirs[0].name}); put every image in a class sub-folder, or all directly in "
+            f"{folder} for unlabelled images"
+        )
+    label_names: list[str] | None = None
+    if dirs:
+        label_names = []
+        files = []
+        for class_dir in dirs:
+            inside = sorted(
+                p for p in class_dir.rglob("*")
+                if p.is_file() and all(_visible(part) for part in p.relative_to(class_dir).parts)
+            )
+            if not inside:
+                raise ReconadError(
+                    f"class folder {class_dir} holds no images; add some or remove it"
+                )
+            files += inside
+            label_names += [class_dir.name] * len(inside)
+    if not files:
+        raise ReconadError(f"{folder} holds no images; give {FORMATS}")
+    images = [_read_image(p, folder) for p in files]  # each (C, H, W)
+    if grayscale:
+        images = [prepare(im[None], grayscale=True)[0] for im in images]
+    elif any(im.shape[0] == 3 for im in images):  # mixed grey and colour: grey -> 3 equal channels
+        images = [np.repeat(im, 3, axis=0) if im.shape[0] == 1 else im for im in images]
+    if resize is not None:
+        images = [prepare(im[None], resize)[0] for im in images]
+    else:
+        first = images[0].shape[1:]
+        for path, image in zip(files, images, strict=True):
+            if image.shape[1:] != first:
+                raise ReconadError(
+                    f"images differ in size: {files[0]} is {first[0]}x{first[1]} (HxW) but "
+                    f"{path} is {image.shape[1]}x{image.shape[2]}; {_RESIZE_HINT}"
+                )
+    x = np.stack(images).astype(np.float32, copy=False)  # (N, C, H, W)
+    if label_names is None:
+        return UserImages(x, None)
+    y, names = names_to_indices(label_names, classes)
+    return UserImages(x, y, names)
+
+
+def _read_image(path: Path, folder: Path) -> np.ndarray:
+    """One image file as float32 ``(C, H, W)`` in [0, 1], C = 1 (grey) or 3 (colour)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            mode = image.mode
+            if mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grey
+                grey = np.asarray(image, dtype=np.float64) / 65535.0
+                return np.clip(grey, 0.0, 1.0).astype(np.float32)[None]
+            if mode == "F":
+                return to_unit_float(np.asarray(image, dtype=np.float32), str(path))[None]
+            if mode in ("1", "L", "LA", "La"):
+                pixels = np.asarray(image.convert("L"))[None]  # (1, H, W), alpha dropped
+            else:
+                pixels = np.asarray(image.convert("RGB")).transpose(2, 0, 1)  # (3, H, W)
+    except ReconadError:
+        raise
+    except Exception as exc:  # Pillow raises many types for a file that is not an image
+        raise ReconadError(
+            f"{path} is not an image Pillow can read ({type(exc).__name__}: {exc}); remove it "
+            f"from {folder} or convert it to PNG"
+        ) from None
+    return pixels.astype(np.float32) / np.float32(255.0)
