@@ -1,0 +1,169 @@
+"""Every plot writes a readable PNG, on ordinary data and on the edge cases of real runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from reconad import plots
+from reconad.errors import ReconadError
+
+
+def _png(path: Path) -> Image.Image:
+    """Open a PNG fully (a truncated file fails here), checking nothing else was left behind."""
+    assert path.is_file()
+    assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith(".")) == []
+    image = Image.open(path)
+    image.load()
+    assert image.format == "PNG" and min(image.size) > 50
+    return image
+
+
+def _description(path: Path) -> str:
+    return _png(path).info.get("Description", "")
+
+
+@pytest.fixture(scope="module")
+def scored():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(200, int), np.ones(40, int)]
+    scores = np.where(y == 1, rng.normal(2.0, 1.0, y.size), rng.normal(0.0, 1.0, y.size))
+    groups = np.where(y == 1, "class 8", "normal")
+    return scores, y, groups
+
+
+def test_operating_points_match_counted_confusion(scored):
+    scores, y, _ = scored
+    thresholds = {"low": -10.0, "mid": 1.0, "high": 100.0}
+    points = plots.operating_points(scores, y, thresholds)
+    for name, value in thresholds.items():
+        tp = sum(1 for s, t in zip(scores, y, strict=True) if s > value and t == 1)
+        fp = sum(1 for s, t in zip(scores, y, strict=True) if s > value and t == 0)
+        assert points[name]["tpr"] == pytest.approx(tp / 40)
+        assert points[name]["fpr"] == pytest.approx(fp / 200)
+        expected_precision = tp / (tp + fp) if tp + fp else 1.0
+        assert points[name]["precision"] == pytest.approx(expected_precision)
+    assert points["low"]["tpr"] == 1.0 and points["high"]["precision"] == 1.0
+
+
+def test_select_extremes_takes_highest_and_lowest_disjoint_with_nan_first():
+    scores = np.array([0.5, np.nan, 0.1, 0.9, 0.3])
+    top, bottom = plots.select_extremes(scores, 2)
+    assert top.tolist() == [1, 3]
+    assert bottom.tolist() == [2, 4]
+    top, bottom = plots.select_extremes(scores, 4)  # fewer than 2k images: no repeats
+    assert top.tolist() == [1, 3, 0, 4] and bottom.tolist() == [2]
+
+
+def test_roc_and_pr_state_auroc_and_ap_from_an_independent_count(scored, tmp_path):
+    scores, y, _ = scored
+    pos, neg = scores[y == 1], scores[y == 0]
+    # AUROC = probability that an anomaly outscores a normal (ties count half).
+    auroc = ((pos[:, None] > neg[None, :]).mean()
+             + 0.5 * (pos[:, None] == neg[None, :]).mean())
+    desc = _description(plots.roc_curve(scores, y, {"t": 1.0}, tmp_path / "roc.png",
+                                        chosen="t"))
+    assert float(desc.split("AUROC=")[1].split()[0]) == pytest.approx(auroc, abs=1e-6)
+    # AP = mean over anomalies of the precision at their own score.
+    ranked = np.argsort(-scores, kind="stable")
+    hits = np.cumsum(y[ranked])
+    ap = np.mean([hits[i] / (i + 1) for i in range(len(y)) if y[ranked][i] == 1])
+    desc = _description(plots.precision_recall_curve(scores, y, {"t": 1.0},
+                                                     tmp_path / "pr.png"))
+    assert float(desc.split("AP=")[1].split()[0]) == pytest.approx(ap, abs=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["roc_curve", "precision_recall_curve"])
+def test_curves_without_anomalies_say_so_instead_of_failing(kind, tmp_path):
+    draw = getattr(plots, kind)
+    desc = _description(draw(np.linspace(0, 1, 30), np.zeros(30), {"q": 0.5}, tmp_path / "a.png"))
+    assert desc.startswith("No anomalies in this set")
+    desc = _description(draw(np.linspace(0, 1, 30), np.ones(30), {}, tmp_path / "b.png"))
+    assert desc.startswith("No normal images in this set")
+
+
+def test_score_distributions_survive_one_image_groups_equal_scores_and_nan(tmp_path):
+    scores = np.r_[np.full(20, 0.02), 0.02]
+    groups = np.array(["normal"] * 20 + ["class 4"])  # a group of one image
+    desc = _description(plots.score_distributions(scores, groups, {"youden": 0.02, "q": 0.5},
+                                                  tmp_path / "equal.png", chosen="youden"))
+    assert "All 21 scores are equal." in desc
+    with_nan = np.r_[np.linspace(0, 1, 10), np.nan, np.inf]
+    _png(plots.score_distributions(with_nan, np.full(12, "normal"), {"t": np.nan},
+                                   tmp_path / "nan.png"))
+    desc = _description(plots.score_distributions(np.array([np.nan]), np.array(["normal"]), {},
+                                                  tmp_path / "empty.png"))
+    assert desc == "No finite scores to show."
+
+
+def test_learning_curve_marks_best_epoch_and_handles_one_epoch_without_validation(tmp_path):
+    e = np.arange(1, 6)
+    desc = _description(plots.learning_curve(e, 1 / e, 1.2 / e, tmp_path / "lc.png",
+                                             best_epoch=4))
+    assert desc == "best epoch 4"
+    desc = _description(plots.learning_curve(np.array([1]), np.array([0.5]),
+                                             np.array([np.nan]), tmp_path / "one.png",
+                                             best_epoch=1))
+    assert desc == "best epoch 1"
+    assert "No epochs" in _description(plots.learning_curve(np.array([]), np.array([]),
+                                                            np.array([]), tmp_path / "0.png"))
+
+
+def test_confusion_matrix_with_an_empty_row(tmp_path):
+    _png(plots.confusion_matrix(tp=0, fp=3, tn=97, fn=0, out_path=tmp_path / "cm.png"))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_reconstructions_grid_grows_with_groups(channels, tmp_path):
+    rng = np.random.default_rng(channels)
+    x = rng.uniform(0, 1, (9, channels, 28, 28)).astype(np.float32)
+    groups = np.array(["normal"] * 8 + ["class 4"])
+    one = _png(plots.reconstructions(x[:8], x[:8], x[:8].mean(1), np.arange(8.0), groups[:8],
+                                     tmp_path / "one.png"))
+    two = _png(plots.reconstructions(x, x[::-1], x.mean(1), np.arange(9.0), groups,
+                                     tmp_path / "two.png"))
+    assert two.size[1] > 1.7 * one.size[1]  # a second block of three rows
+    assert two.size[0] == pytest.approx(one.size[0], rel=0.05)
+
+
+def test_gallery_layout_and_errors(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (40, 3, 16, 16)).astype(np.float32)
+    scores = rng.uniform(0, 1, 40)
+    big = _png(plots.gallery(x, scores, tmp_path / "g.png", k=16, labels=np.full(40, -1),
+                             ids=[f"img{i}" for i in range(40)]))
+    small = _png(plots.gallery(x[:3], scores[:3], tmp_path / "s.png", k=16))
+    assert big.size[1] > 2 * small.size[1]
+    _png(plots.gallery(x[:1], scores[:1], tmp_path / "1.png", k=5))
+    with pytest.raises(ReconadError, match="N scores"):
+        plots.gallery(x, scores[:5], tmp_path / "bad.png")
+    with pytest.raises(ReconadError, match="at least 1"):
+        plots.gallery(x, scores, tmp_path / "bad.png", k=0)
+    with pytest.raises(ReconadError, match="labels"):
+        plots.gallery(x, scores, tmp_path / "bad.png", labels=[1, 2])
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_class_boxplot_and_metric_bars(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 10)
+    y = (labels == 8).astype(int)
+    _png(plots.class_boxplot(rng.uniform(0, 1, 100), labels, y, tmp_path / "box.png"))
+    desc = _description(plots.class_boxplot(np.ones(5), np.full(5, -1), np.zeros(5),
+                                            tmp_path / "unlabelled.png"))
+    assert desc.startswith("No labelled images")
+    _png(plots.metric_bars({"a": {"AUROC": 0.9, "F1": None}, "b": {"AUROC": 0.8, "F1": 0.5}},
+                           tmp_path / "bars.png"))
+
+
+def test_importing_reconad_and_its_report_modules_does_not_import_matplotlib():
+    code = ("import sys, reconad, reconad.plots, reconad.report, reconad.compare; "
+            "print('matplotlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
