@@ -47,29 +47,32 @@ _STYLE = {
 
 @contextmanager
 def _figure(out_path: str | Path, *args: Any, **kwargs: Any) -> Iterator[tuple[Any, Any]]:
-    """Yield ``(fig, axes)`` from ``plt.subplots`` in the house style, then save atomically."""
-    import matplotlib
+    """Yield ``(fig, axes)`` like ``plt.subplots`` in the house style, then save atomically.
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    Figures are made without pyplot, so drawing never changes the user's backend or leaves
+    figures open in a notebook.
+    """
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with plt.rc_context(_STYLE):
-        fig, axes = plt.subplots(*args, **kwargs)
+    with matplotlib.rc_context(_STYLE):
+        figsize = kwargs.pop("figsize", None)
+        fig = Figure(figsize=figsize)
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(*args, **kwargs)
+        yield fig, axes
+        tmp = out_path.with_name(f".{out_path.stem}.{os.getpid()}.tmp.png")
         try:
-            yield fig, axes
-            tmp = out_path.with_name(f".{out_path.stem}.{os.getpid()}.tmp.png")
-            try:
-                # The PNG's Description says what the plot states in words (a message
-                # instead of a curve, AUROC...), for people and tests that read the file.
-                meta = {"Software": "reconad", "Description": getattr(fig, "reconad_note", "")}
-                fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", metadata=meta)
-                os.replace(tmp, out_path)
-            finally:
-                tmp.unlink(missing_ok=True)
+            # The PNG's Description says what the plot states in words (a message instead
+            # of a curve, AUROC...), for people and tests that read the file.
+            meta = {"Software": "reconad", "Description": getattr(fig, "reconad_note", "")}
+            fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", metadata=meta)
+            os.replace(tmp, out_path)
         finally:
-            plt.close(fig)
+            tmp.unlink(missing_ok=True)
 
 
 def _message(ax: Any, text: str) -> None:
