@@ -62,6 +62,11 @@ def score_command(
     resize: Annotated[tuple[int, int] | None, typer.Option(help="Resize images to H W.")] = None,
     grayscale: Annotated[bool, typer.Option(help="Convert RGB images to grey.")] = False,
     label_column: Annotated[str, typer.Option(help="Label column of a CSV input.")] = "label",
+    gallery: Annotated[Path | None, typer.Option(help="Also write a PNG of the top-k "
+                                                 "outliers and the k most normal images.")]
+    = None,
+    gallery_k: Annotated[int, typer.Option(min=1, help="Images per row block of --gallery.")]
+    = 16,
 ) -> None:
     """Score new images with a saved detector: id, score and flag (1 = anomaly) per image."""
     from reconad.data import load_images
@@ -88,6 +93,35 @@ def score_command(
         tmp.replace(out)
     typer.echo(f"{int(flags.sum())} of {len(scores)} images flagged (threshold "
                f"{det.threshold_:.6g}, {det.threshold_method_})", err=True)
+    if gallery is not None:
+        from reconad.plots import gallery as draw_gallery
+
+        draw_gallery(images, scores, gallery, k=gallery_k, labels=labels,
+                     ids=[f"id {i}" for i in range(len(scores))],
+                     title=f"{input.name}: highest and lowest scores")
+        typer.echo(f"gallery written to {gallery}", err=True)
+
+
+@app.command("report")
+def report_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `reconad run`.")],
+) -> None:
+    """Redraw the plots and rebuild RUN_DIR/report.html from the run directory's files."""
+    from reconad.report import write_report
+
+    typer.echo(f"report written to {write_report(run_dir)}")
+
+
+@app.command("compare")
+def compare_command(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories to compare.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for compare.html/.png/.csv.")]
+    = Path("compare"),
+) -> None:
+    """Headline metrics of several runs side by side: a table and a bar chart."""
+    from reconad.compare import compare_runs
+
+    typer.echo(f"comparison written to {compare_runs(run_dirs, out)}")
 
 
 @app.command("presets")
