@@ -20,9 +20,10 @@ import numpy as np
 
 NORMAL_COLOR = "#3b75af"
 ANOMALY_COLOR = "#c8403a"
-# Cycled over threshold methods and anomaly groups; the chosen threshold is drawn thicker.
-PALETTE = ["#c8403a", "#e08b2c", "#5a9e4b", "#8463a8", "#3fa6a6", "#b3528f", "#7a6a55",
-           "#9a9a2e"]
+# Anomaly groups (normal is always NORMAL_COLOR) and threshold methods have separate colour
+# cycles, so a threshold line is never mistaken for a group; the chosen threshold is bolder.
+PALETTE = ["#c8403a", "#e08b2c", "#a0522d", "#d4a017", "#e377c2", "#8c564b"]
+THRESHOLD_COLORS = ["#6a3d9a", "#1b9e77", "#5a9e4b", "#b3528f", "#7a6a55", "#17becf", "#444444"]
 MARKERS = ["o", "s", "D", "^", "v", "P", "X", "*"]
 DPI = 110
 
@@ -146,12 +147,19 @@ def _omitted_note(n_omitted: int) -> str:
 def _threshold_style(i: int, name: str, chosen: str | None) -> dict[str, Any]:
     emphasised = name == chosen
     return {
-        "color": PALETTE[i % len(PALETTE)],
+        "color": THRESHOLD_COLORS[i % len(THRESHOLD_COLORS)],
         "linewidth": 2.6 if emphasised else 1.1,
         "linestyle": "-" if emphasised else "--",
         "alpha": 1.0 if emphasised else 0.8,
         "zorder": 5 if emphasised else 3,
     }
+
+
+def _legend_below(ax: Any) -> None:
+    """A legend under the axes: with seven thresholds it would cover the data inside."""
+    n = len(ax.get_legend_handles_labels()[1])
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2 if n > 3 else n,
+              columnspacing=1.2, handlelength=1.8)
 
 
 def _fmt(value: float) -> str:
@@ -274,7 +282,7 @@ def score_distributions(
             note += f"\n(all {scores.size} scores equal {_fmt(scores[0])})"
             _note(fig, f"All {scores.size} scores are equal.")
         ax.set_title(title + note)
-        ax.legend(loc="upper right", ncol=1 if len(names) + len(thresholds) <= 9 else 2)
+        _legend_below(ax)
     return Path(out_path)
 
 
@@ -336,7 +344,7 @@ def roc_curve(
         ax.set_xlabel("false positive rate (normals flagged)")
         ax.set_ylabel("true positive rate (anomalies flagged)")
         ax.set_title(title + _omitted_note(n_all - scores.size))
-        ax.legend(loc="lower right")
+        _legend_below(ax)
     return Path(out_path)
 
 
@@ -344,7 +352,8 @@ def _mark(ax: Any, i: int, name: str, chosen: str | None, x: float, y: float,
           label: str) -> None:
     emphasised = name == chosen
     ax.plot([x], [y], linestyle="none", marker=MARKERS[i % len(MARKERS)],
-            markersize=11 if emphasised else 7, color=PALETTE[i % len(PALETTE)],
+            markersize=11 if emphasised else 7,
+            color=THRESHOLD_COLORS[i % len(THRESHOLD_COLORS)],
             markeredgecolor="black" if emphasised else "white", markeredgewidth=1.2,
             zorder=6 if emphasised else 4, label=label + (" (chosen)" if emphasised else ""))
 
@@ -397,7 +406,7 @@ def precision_recall_curve(
         ax.set_xlabel("recall (anomalies flagged)")
         ax.set_ylabel("precision (flagged that are anomalies)")
         ax.set_title(title + _omitted_note(n_all - scores.size))
-        ax.legend(loc="lower left")
+        _legend_below(ax)
     return Path(out_path)
 
 
@@ -654,7 +663,7 @@ def gallery(
             ax.text(0, mosaic.tops[first] - 2 * mosaic.pad - line * n_caption * mosaic.h,
                     heading, ha="left", va="bottom", fontsize=9.5, fontweight="bold",
                     color=color)
-        ax.set_title(title, fontweight="bold", pad=6)
+        ax.set_title(title, fontweight="bold", pad=20)
     return Path(out_path)
 
 
