@@ -135,6 +135,38 @@ def presets_command() -> None:
         typer.echo(f"{name:<{width}}  {preset_description(name)}")
 
 
+@app.command("sweep")
+def sweep_command(
+    source: Annotated[str, typer.Argument(help="A sweep preset (see `reconad sweeps`) or a "
+                                               "sweep YAML file.")],
+    quick: Annotated[bool, typer.Option(help="Use the sweep's reduced budget.")] = False,
+    workers: Annotated[int, typer.Option(help="Trial processes on this machine.")] = 1,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL shared by workers on "
+                                                     "several machines (default: SQLite in "
+                                                     "the sweep directory).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Sweep directory (default "
+                                             "sweeps/NAME).")] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Search hyper-parameters (grid, one-at-a-time, random, TPE) ranked on the dev set."""
+    from reconad.sweep import run_sweep
+
+    result = run_sweep(source, quick=quick, workers=workers, storage=storage, out=out,
+                       data_dir=data_dir)
+    typer.echo(f"sweep written to {result.sweep_dir}")
+
+
+@app.command("sweeps")
+def sweeps_command() -> None:
+    """List the sweep presets, one line each."""
+    from reconad.sweep_space import sweep_preset_description, sweep_preset_names
+
+    names = sweep_preset_names()
+    width = max(len(n) for n in names)
+    for name in names:
+        typer.echo(f"{name:<{width}}  {sweep_preset_description(name)}")
+
+
 def main() -> None:
     """Console-script entry point: run the app, turning user errors into one line."""
     try:
