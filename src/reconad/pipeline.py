@@ -52,6 +52,7 @@ def run(
     write: bool = True,
     overwrite: bool = False,
     console: Console | None = None,
+    report: bool = True,
 ) -> RunResult:
     """Run the experiment ``config`` describes and write its run directory.
 
@@ -62,6 +63,7 @@ def run(
         write: write the run directory (False: only compute and return the metrics).
         overwrite: replace an existing non-empty ``out_dir``.
         console: where to print (default: stderr).
+        report: also write the HTML report (sweeps skip it: seconds per trial).
     """
     started = time.perf_counter()
     console = console or Console(stderr=True, quiet=not progress)
@@ -110,7 +112,7 @@ def run(
     run_dir = None
     if write:
         with atomic_directory(out, overwrite=overwrite) as tmp:
-            _write_run(tmp, config, detector, splits, scores, metrics, sizes)
+            _write_run(tmp, config, detector, splits, scores, metrics, sizes, report)
             metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
             write_json(tmp / "metrics.json", metrics)
         run_dir = out
@@ -129,7 +131,8 @@ def _describe_sizes(sizes: dict) -> str:
 
 
 def _write_run(tmp: Path, config: Config, detector: Detector, splits: Splits,
-               scores: dict[str, np.ndarray], metrics: dict, sizes: dict) -> None:
+               scores: dict[str, np.ndarray], metrics: dict, sizes: dict,
+               report: bool = True) -> None:
     (tmp / "config.yaml").write_text(config_to_yaml(config))
     detector.save(tmp / "detector.safetensors")
     write_json(tmp / "splits.json", sizes)
@@ -137,6 +140,8 @@ def _write_run(tmp: Path, config: Config, detector: Detector, splits: Splits,
     write_scores(tmp / "scores.csv", splits.sets, scores, detector.threshold_)
     _write_samples(tmp / "samples.npz", detector, splits.sets["eval"], scores["eval"], config.seed)
     write_json(tmp / "metrics.json", metrics)
+    if not report:
+        return
     try:
         from reconad.report import write_report
     except ImportError:  # the report module is optional at this stage of the pipeline
