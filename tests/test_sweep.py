@@ -206,6 +206,7 @@ def test_grid_with_repeats_ranks_on_dev_means_and_reevaluates_the_best(tmp_path)
 
     # dev ranks lr=0.01, latent 8 first; eval (never looked at by the sweep) would rank it last
     assert result.best["overrides"] == {"train.lr": 0.01, "model.latent": 8}
+    assert result.best["label"] == "lr=0.01, latent=8"
     best = load_config(tmp_path / "sw/best_config.yaml")
     assert (best.train.lr, best.model.latent, best.seed) == (0.01, 8, 0)
     assert fake.calls[-1] == best
@@ -280,7 +281,8 @@ space:
   model.latent: [4, 10]
 """)
     result = run_sweep(source, out=tmp_path / "sw", run_fn=FakeRun())
-    assert [r["label"] for r in result.rows] and len(result.rows) == 4
+    assert sorted(r["label"] for r in result.rows) == [
+        "base", "model.latent=4", "train.lr=0.001", "train.lr=0.01"]
     # val_loss is minimised: the fake's loss is 1 - dev AUROC, lowest for lr 0.01
     assert result.best["overrides"] == {"train.lr": 0.01}
     for factor in ("train.lr", "model.latent"):

@@ -263,19 +263,20 @@ def _objective(study, ctx: _Context, console: Console):
             # draws depend on (seed, trial number) only: reproducible, and no repeats after a
             # resume or between workers, whose samplers would otherwise restart one sequence
             study.sampler = _sampler(ctx.spec, ctx.base, ctx.spec.seed + trial.number)
-        overrides = suggest(trial, ctx.spec, ctx.base)
-        if _superseded(study, trial, ctx):
-            study.stop()
-            raise optuna.TrialPruned("configuration taken by an earlier trial")
-        trial.set_user_attr("overrides", overrides)
         started = time.perf_counter()
         try:
+            overrides = suggest(trial, ctx.spec, ctx.base)
+            if _superseded(study, trial, ctx):
+                study.stop()
+                raise optuna.TrialPruned("configuration taken by an earlier trial")
+            trial.set_user_attr("overrides", overrides)
             config = config_for(ctx.base, overrides)
             trial.set_user_attr("factors", factor_values(ctx.spec, config))
             values: dict[str, list[float | None]] = {m: [] for m in METRICS}
             dirs = []
             for repeat in range(ctx.spec.repeats):
                 config = config_for(ctx.base, overrides, seed_offset=repeat)
+                config.name = f"{ctx.spec.name}-trial-{trial.number}"
                 if ctx.threads and config.train.threads is None:
                     config.train.threads = ctx.threads
                 run_dir = ctx.sweep_dir / "runs" / f"trial-{trial.number:04d}-seed-{config.seed}"
@@ -291,6 +292,8 @@ def _objective(study, ctx: _Context, console: Console):
                 raise ReconadError(
                     f"objective {ctx.spec.objective} is undefined for this run (the development "
                     "set lacks normal or anomalous images); use objective: val_loss")
+        except optuna.TrialPruned:
+            raise
         except Exception as exc:  # recorded as this trial's failure; the sweep goes on
             message = str(exc) if isinstance(exc, ReconadError) else f"{type(exc).__name__}: {exc}"
             trial.set_user_attr("error", " ".join(message.split())[:500])
@@ -484,7 +487,13 @@ def trial_label(spec: SweepSpec, params: dict[str, Any], factors: dict | None) -
     """A short human name for a trial's configuration."""
     if spec.mode == "one-at-a-time":
         return str(params.get("variant", "?"))
-    return ", ".join(f"{k}={_fmt(v)}" for k, v in (factors or {}).items())
+    # factors with one value say nothing; leaf names (lr, not train.lr) when unambiguous
+    varied = [k for k, f in spec.space.items()
+              if not (isinstance(f, Choices) and len(f.choices) == 1)]
+    leaves = [k.rsplit(".", 1)[-1] for k in varied]
+    names = leaves if len(set(leaves)) == len(leaves) else varied
+    factors = factors or {}
+    return ", ".join(f"{n}={_fmt(factors.get(k))}" for n, k in zip(names, varied, strict=True))
 
 
 def trial_rows(study, spec: SweepSpec) -> list[dict[str, Any]]:
@@ -594,6 +603,7 @@ def finish_sweep(study, ctx: _Context, console: Console) -> SweepResult:
     best = {"trial": best_row["trial"], "label": best_row["label"], "overrides": overrides,
             spec.objective: best_row["mean"]}
     best_config = config_for(ctx.base, overrides)
+    best_config.name = f"{spec.name}-best"
     best_path = sweep_dir / "best_config.yaml"
     _write_text(best_path, f"# best of sweep {spec.name}: trial {best_row['trial']} "
                            f"({spec.objective} {best_row['mean']:.4f} on dev)\n"
@@ -611,17 +621,33 @@ def finish_sweep(study, ctx: _Context, console: Console) -> SweepResult:
 def _final_run(best: dict, config: Config, ctx: _Context, console: Console) -> dict | None:
     """Run the best configuration once more and report its evaluation-set metrics."""
     summary_path = ctx.sweep_dir / "best.json"
-    if summary_path.is_file():
-        done = json.loads(summary_path.read_text())
-        if done.get("trial") == best["trial"]:
-            return done
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    if summary.get("trial") != best["trial"]:
+        summary = _reevaluate(best, config, ctx, console)
+        if summary is None:
+            return None
+    for split in ("eval", "final"):
+        if split in summary:
+            s = summary[split]
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in s.items() if isinstance(v, float))
+            t = s.get("threshold") or {}
+            at = ", ".join(f"{name} {t[k]:.3f}" for k, name in (
+                ("tpr", "TPR"), ("fpr", "FPR"), ("precision", "precision"), ("f1", "F1"))
+                if t.get(k) is not None)
+            console.print(f"best configuration on the {split} set: {shown}"
+                          + (f"; at the {summary['chosen_threshold']} threshold: {at}" if at
+                             else ""))
+    return summary
+
+
+def _reevaluate(best: dict, config: Config, ctx: _Context, console: Console) -> dict | None:
     lock = ctx.sweep_dir / ".final.lock"
     try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:  # another worker on this machine is doing it
-        console.print(f"another process is re-evaluating the best configuration ({lock})")
+        os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        console.print(f"another process is re-evaluating the best configuration (delete {lock} "
+                      "if none is)")
         return None
-    os.close(fd)
     try:
         run_fn = ctx.run_fn
         if run_fn is None:
@@ -629,26 +655,19 @@ def _final_run(best: dict, config: Config, ctx: _Context, console: Console) -> d
         console.print("re-evaluating the best configuration on the evaluation set ...")
         result = run_fn(config, ctx.sweep_dir / "best", progress=False, overwrite=True)
         summary = {"trial": best["trial"], "label": best["label"], "overrides": best["overrides"],
-                   "dev": {ctx.spec.objective: best[ctx.spec.objective]},
-                   "run_dir": "best"}
+                   "dev": {ctx.spec.objective: best[ctx.spec.objective]}, "run_dir": "best",
+                   "chosen_threshold": result.metrics.get("chosen_threshold")}
         for split in ("eval", "final"):
             if split in result.metrics:
                 part = result.metrics[split]
                 summary[split] = {
                     "auroc": part.get("auroc"), "average_precision": part.get("average_precision"),
                     "score_gap": score_gap(part.get("groups") or {}),
-                    "threshold": part.get("thresholds", {}).get(
-                        result.metrics.get("chosen_threshold")),
+                    "threshold": part.get("thresholds", {}).get(summary["chosen_threshold"]),
                 }
-        _write_text(summary_path, json.dumps(summary, indent=2) + "\n")
+        _write_text(ctx.sweep_dir / "best.json", json.dumps(summary, indent=2) + "\n")
     finally:
         lock.unlink(missing_ok=True)
-    for split in ("eval", "final"):
-        if split in summary:
-            s = summary[split]
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in s.items()
-                              if isinstance(v, float))
-            console.print(f"best configuration on the {split} set: {shown}")
     return summary
 
 
@@ -718,7 +737,8 @@ def _factor_plot(points: list[dict], spec: SweepSpec, factor: str, path: Path) -
                 capsize=3)
     for i, row in enumerate(points):
         if row["label"] == BASE_LABEL:
-            ax.plot([i], [row["mean"]], "o", color="tab:red", label="base configuration")
+            ax.plot([i], [row["mean"]], "o", color="tab:red", markersize=9, zorder=5,
+                    label="base configuration")
     ax.set_xticks(range(len(points)), [_fmt(r[factor]) for r in points], fontsize=8)
     ax.set_xlabel(factor)
     ax.set_ylabel(f"{spec.objective} (development set)")
