@@ -344,7 +344,7 @@ def test_two_worker_processes_share_the_sqlite_study(tmp_path, mnist_dir):
 base: holdout-4-8
 set: {json.dumps(TINY)}
 space:
-  model.latent: [4, 8, 16]
+  model.latent: [4, 8]
 """)
     out = subprocess.run(
         [sys.executable, "-m", "reconad", "sweep", str(source), "--workers", "2",
@@ -352,8 +352,30 @@ space:
         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     rows = read_rows(tmp_path / "sw")
-    assert sorted(int(r["model.latent"]) for r in rows) == [4, 8, 16]
+    assert sorted(int(r["model.latent"]) for r in rows) == [4, 8]
     assert {r["state"] for r in rows} == {"complete"}
     runs = sorted(p.name for p in (tmp_path / "sw/runs").iterdir())
-    assert len(runs) == 3 and runs == sorted(r["run_dirs"].split("/")[-1] for r in rows)
+    assert len(runs) == 2 and runs == sorted(r["run_dirs"].split("/")[-1] for r in rows)
     assert (tmp_path / "sw/best.json").is_file()
+
+
+def test_unreachable_storage_is_one_line_without_the_password(tmp_path):
+    source = write_sweep(tmp_path / "g.yaml", GRID.format(repeats=1))
+    url = "postgresql://me:secret@127.0.0.1:1/sweeps"
+    with pytest.raises(ReconadError, match=r"cannot open the sweep storage "
+                       r"postgresql\S*://me:\*\*\*@127\.0\.0\.1:1/sweeps .*check the URL") as err:
+        run_sweep(source, out=tmp_path / "sw", storage=url, run_fn=FakeRun())
+    assert "secret" not in str(err.value)
+
+
+def test_cli_lists_presets_and_reports_bad_files_in_one_line(tmp_path):
+    listed = subprocess.run([sys.executable, "-m", "reconad", "sweeps"], capture_output=True,
+                            text=True, timeout=60)
+    assert listed.returncode == 0
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == sweep_preset_names()
+    bad = write_sweep(tmp_path / "bad.yaml", "space: {train.lr: [0.1]}\nworkers: 2\n")
+    out = subprocess.run([sys.executable, "-m", "reconad", "sweep", str(bad)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: sweep file") and "unknown key 'workers'" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

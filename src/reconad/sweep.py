@@ -145,7 +145,8 @@ def _open_study(ctx: _Context):
                                "installed; pip install psycopg2-binary (PostgreSQL) or the "
                                "driver your URL names") from None
         except (sqlalchemy.exc.SQLAlchemyError, ValueError) as exc:
-            if attempt == 2:
+            racing = sqlite or isinstance(exc, sqlalchemy.exc.IntegrityError)
+            if attempt == 2 or not racing:
                 reason = str(exc).strip().splitlines()[0][:200]
                 raise ReconadError(f"cannot open the sweep storage {shown} ({reason}); check the "
                                    "URL and that the database server is running") from None
