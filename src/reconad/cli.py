@@ -69,7 +69,7 @@ def score_command(
     = 16,
 ) -> None:
     """Score new images with a saved detector: id, score and flag (1 = anomaly) per image."""
-    from reconad.data import load_images
+    from reconad.data.user import load_images
     from reconad.detector import Detector
     from reconad.rundir import write_csv
 

@@ -25,7 +25,7 @@ from reconad.errors import ReconadError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm",
                   ".ppm", ".pbm"}
-FORMATS = "a .npz/.npy file, a folder of images (PNG/JPEG/BMP) or a .csv"
+FORMATS = "a .npz/.npy file, a folder of images (PNG/JPEG/BMP), a .csv or an IDX image file"
 # ITU-R 601-2 luma, the weights Pillow's convert("L") uses.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _RESIZE_HINT = "set data.resize (CLI: --set data.resize=[28,28])"
@@ -83,6 +83,10 @@ def load_user(
         data = _load_csv(path, label_column, classes)
     elif suffix in IMAGE_SUFFIXES:
         data = UserImages(_read_image(path, path.parent)[None], None)
+    elif "idx3-ubyte" in path.name:  # an MNIST-style IDX image file (.gz or raw)
+        from reconad.data.idx import read_idx
+
+        data = UserImages(to_unit_float(to_nchw(read_idx(path), str(path)), str(path)), None)
     else:
         raise ReconadError(f"{path}: unsupported file type {suffix or '(none)'!r}; give {FORMATS}")
     return UserImages(
