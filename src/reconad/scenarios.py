@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -101,7 +101,23 @@ def make_splits(dataset: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
         ReconadError: labels missing for a scenario that needs them, a class selection that
             leaves the normal or an anomaly group empty, or a fraction leaving a part empty.
     """
-    return _SCENARIOS[cfg.kind](dataset, cfg, seed)
+    splits = _SCENARIOS[cfg.kind](dataset, cfg, seed)
+    if dataset.train_index is None and dataset.test_index is None:
+        return splits
+    sets = {name: replace(s, ids=_source_ids(s.ids, dataset)) for name, s in splits.sets.items()}
+    return replace(splits, sets=sets)
+
+
+def _source_ids(ids: np.ndarray, dataset: Dataset) -> np.ndarray:
+    """Rewrite "test:12+noise" so 12 is the position in the source file, not in a subset."""
+    index = {"train": dataset.train_index, "test": dataset.test_index}
+    out = []
+    for image_id in ids.tolist():
+        origin, _, rest = image_id.partition(":")
+        number, plus, suffix = rest.partition("+")
+        position = index[origin][int(number)] if index.get(origin) is not None else number
+        out.append(f"{origin}:{position}{plus}{suffix}")
+    return np.asarray(out)
 
 
 # --------------------------------------------------------------------------- scenarios

@@ -20,6 +20,9 @@ class Dataset:
     train_y: np.ndarray | None
     test_x: np.ndarray
     test_y: np.ndarray | None
+    train_index: np.ndarray | None = None
+    """Position of each training image in its source (after subsetting), for stable ids."""
+    test_index: np.ndarray | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -88,13 +91,16 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
                 f"training images are {_shape(train_x)} but test images are {_shape(test_x)} "
                 "(CxHxW); set data.resize and/or data.grayscale so they match"
             )
+    train_index, test_index = np.arange(len(train_x)), np.arange(len(test_x))
     if cfg.max_train is not None and cfg.max_train < len(train_x):
         keep = stratified_subset(train_y, len(train_x), cfg.max_train, seed=[seed, 1])
         train_x, train_y = train_x[keep], None if train_y is None else train_y[keep]
+        train_index = keep
     if cfg.max_test is not None and cfg.max_test < len(test_x):
         keep = stratified_subset(test_y, len(test_x), cfg.max_test, seed=[seed, 2])
         test_x, test_y = test_x[keep], None if test_y is None else test_y[keep]
-    return Dataset(name, train_x, train_y, test_x, test_y)
+        test_index = keep
+    return Dataset(name, train_x, train_y, test_x, test_y, train_index, test_index)
 
 
 def stratified_subset(
