@@ -156,3 +156,30 @@ def test_bad_score_inputs(cli_run, tmp_path):
     np.save(tmp_path / "big.npy", np.full((2, 20, 20), 0.5, np.float32))
     assert_one_line_error(reconad("score", det, tmp_path / "big.npy"), r"resize them to 28x28")
     assert_one_line_error(reconad("score", det, tmp_path / "absent.npz"), r"does not exist")
+
+
+def test_own_image_folder_end_to_end(tmp_path):
+    """A folder of RGB PNGs of another size: trained with resize, scored with the same resize."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "shapes"
+    for cls in range(3):
+        (root / f"kind{cls}").mkdir(parents=True)
+        for i in range(40):
+            image = (rng.random((20, 20, 3)) * 40).astype(np.uint8)
+            image[4 + 5 * cls: 7 + 5 * cls, 2:18] = 230  # a bar whose row depends on the class
+            Image.fromarray(image).save(root / f"kind{cls}" / f"{i}.png")
+    out = tmp_path / "run"
+    result = reconad("run", "default", "--out", out, "--quiet",
+                     "--set", f"data.source={root}", "--set", "data.resize=[16,16]",
+                     "--set", "scenario.normal=[0]", "--set", "scenario.dev_anomaly=[1]",
+                     "--set", "scenario.eval_anomaly=[2]", "--set", "train.epochs=3",
+                     "--set", "model.latent=8", "--set", "train.batch_size=16")
+    assert result.returncode == 0, result.stderr
+    from reconad.detector import Detector
+
+    det = Detector.load(out / "detector.safetensors")
+    assert det.input_shape_ == (3, 16, 16)
+    assert det.preprocessing_ == {"resize": [16, 16], "grayscale": False}
+    scored = reconad("score", out / "detector.safetensors", root / "kind2")
+    assert scored.returncode == 0, scored.stderr
+    assert len(scored.stdout.strip().splitlines()) == 41

@@ -74,7 +74,11 @@ def score_command(
     from reconad.rundir import write_csv
 
     det = Detector.load(detector)
-    images, labels = load_images(input, resize=resize, grayscale=grayscale,
+    # Prepare images the way the training images were, unless told otherwise.
+    trained = det.preprocessing_
+    resize = resize or (tuple(trained["resize"]) if trained.get("resize") else None)
+    images, labels = load_images(input, resize=resize,
+                                 grayscale=grayscale or bool(trained.get("grayscale")),
                                  label_column=label_column)
     scores = det.score_samples(images)
     flags = scores > det.threshold_

@@ -88,7 +88,9 @@ class Detector:
         progress: show a progress bar while training.
 
     Fitted attributes: ``model_``, ``input_shape_``, ``history_``, ``threshold_``,
-    ``threshold_method_``.
+    ``threshold_method_``, ``preprocessing_`` (how raw images were resized/greyed before
+    training; ``reconad score`` applies the same). Pixels are float32 in [0, 1]; uint8 is
+    divided by 255.
     """
 
     def __init__(
@@ -147,6 +149,7 @@ class Detector:
         self.val_scores_ = self.score_samples(reference)
         self.threshold_ = float(np.quantile(self.val_scores_, self.quantile))
         self.threshold_method_ = "quantile"
+        self.preprocessing_ = {"resize": None, "grayscale": False}
         return self
 
     def _hold_out(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -207,7 +210,7 @@ class Detector:
             "format": FORMAT, "format_version": FORMAT_VERSION,
             "input_shape": list(self.input_shape_), "score": self.score_kind_,
             "threshold": self.threshold_, "threshold_method": self.threshold_method_,
-            "preprocessing": "float32 in [0, 1]; uint8 divided by 255",
+            "preprocessing": self.preprocessing_,
             **self.config_,
         }
 
@@ -270,6 +273,7 @@ class Detector:
         det.config_ = {"model": header["model"], "loss": header["loss"]}
         det.score_kind_ = _section({"kind": header["score"]}, ScoreConfig, "score").kind
         det.threshold_, det.threshold_method_ = threshold, header.get("threshold_method", "fixed")
+        det.preprocessing_ = header.get("preprocessing") or {"resize": None, "grayscale": False}
         return det
 
 

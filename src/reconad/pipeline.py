@@ -83,6 +83,10 @@ def run(
         model=config.model, loss=config.loss, train=config.train, score=config.score.kind,
         quantile=config.threshold.quantile, seed=config.seed, progress=progress,
     ).fit(splits.train, splits.val)
+    detector.preprocessing_ = {
+        "resize": list(config.data.resize) if config.data.resize else None,
+        "grayscale": config.data.grayscale,
+    }
     if detector.history_.interrupted:
         console.print("[yellow]training interrupted: keeping the best model so far[/]")
 
