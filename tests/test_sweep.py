@@ -16,7 +16,8 @@ from sklearn.metrics import roc_auc_score
 
 from reconad.config import load_config
 from reconad.errors import ReconadError
-from reconad.sweep import run_sweep, score_gap, summarize
+from reconad.sweep import run_sweep
+from reconad.sweep_results import score_gap, summarize
 from reconad.sweep_space import (
     base_config,
     check_space,

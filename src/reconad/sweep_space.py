@@ -288,6 +288,26 @@ def factor_overrides(key: str, factor: Range | Choices, value: Any) -> dict[str,
     return {key: json.loads(value) if isinstance(value, str) else value}
 
 
+def factor_values(spec: SweepSpec, config: Config) -> dict[str, Any]:
+    """Each factor's value in ``config`` (a bundle: the name of the choice it matches)."""
+    data = config.model_dump(mode="json")
+
+    def lookup(key: str) -> Any:
+        node: Any = data
+        for part in key.split("."):
+            node = node[part]
+        return node
+
+    values: dict[str, Any] = {}
+    for key, factor in spec.space.items():
+        if isinstance(factor, Choices) and factor.is_bundle:
+            values[key] = next((name for name, sets in factor.choices.items()
+                                if all(lookup(k) == v for k, v in sets.items())), BASE_LABEL)
+        else:
+            values[key] = lookup(key)
+    return values
+
+
 def suggest(trial: Any, spec: SweepSpec, base: dict[str, Any]) -> dict[str, Any]:
     """Ask the Optuna ``trial`` for one configuration; returns its dotted overrides."""
     if spec.mode == "one-at-a-time":
