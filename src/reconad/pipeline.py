@@ -111,15 +111,14 @@ def run(
     }
     for name, eval_set in splits.sets.items():
         metrics[name] = evaluate_set(scores[name], eval_set.is_anomaly, eval_set.group, usable)
-    metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
 
     run_dir = None
     if write:
         with atomic_directory(out, overwrite=overwrite) as tmp:
-            _write_run(tmp, config, detector, splits, scores, metrics, sizes, report)
-            metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
-            write_json(tmp / "metrics.json", metrics)
+            _write_run(tmp, config, detector, splits, scores, metrics, sizes, started, report)
         run_dir = out
+    else:
+        metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
     return RunResult(run_dir=run_dir, metrics=metrics, detector=detector, sizes=sizes)
 
 
@@ -135,21 +134,21 @@ def _describe_sizes(sizes: dict) -> str:
 
 
 def _write_run(tmp: Path, config: Config, detector: Detector, splits: Splits,
-               scores: dict[str, np.ndarray], metrics: dict, sizes: dict,
+               scores: dict[str, np.ndarray], metrics: dict, sizes: dict, started: float,
                report: bool = True) -> None:
+    """Every file of the run directory; wall_seconds covers all but the report itself."""
     (tmp / "config.yaml").write_text(config_to_yaml(config))
     detector.save(tmp / "detector.safetensors")
     write_json(tmp / "splits.json", sizes)
     write_history(tmp / "history.csv", detector.history_.rows)
     write_scores(tmp / "scores.csv", splits.sets, scores, detector.threshold_)
     _write_samples(tmp / "samples.npz", detector, splits.sets["eval"], scores["eval"], config.seed)
+    metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
     write_json(tmp / "metrics.json", metrics)
     if not report:
         return
-    try:
-        from reconad.report import write_report
-    except ImportError:  # the report module is optional at this stage of the pipeline
-        return
+    from reconad.report import write_report  # lazy: plotting stays out of `import reconad`
+
     write_report(tmp)
 
 
