@@ -1,4 +1,4 @@
-"""Every plot writes a readable PNG, on ordinary data and on the edge cases of real runs."""
+"""Every chart writes a readable PNG, on ordinary data and on the edge cases of real runs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 from PIL import Image
 
 from reconad import plots
-from reconad.errors import ReconadError
 
 
 def _png(path: Path) -> Image.Image:
@@ -49,15 +48,6 @@ def test_operating_points_match_counted_confusion(scored):
         expected_precision = tp / (tp + fp) if tp + fp else 1.0
         assert points[name]["precision"] == pytest.approx(expected_precision)
     assert points["low"]["tpr"] == 1.0 and points["high"]["precision"] == 1.0
-
-
-def test_select_extremes_takes_highest_and_lowest_disjoint_with_nan_first():
-    scores = np.array([0.5, np.nan, 0.1, 0.9, 0.3])
-    top, bottom = plots.select_extremes(scores, 2)
-    assert top.tolist() == [1, 3]
-    assert bottom.tolist() == [2, 4]
-    top, bottom = plots.select_extremes(scores, 4)  # fewer than 2k images: no repeats
-    assert top.tolist() == [1, 3, 0, 4] and bottom.tolist() == [2]
 
 
 def test_roc_and_pr_state_auroc_and_ap_from_an_independent_count(scored, tmp_path):
@@ -118,37 +108,6 @@ def test_confusion_matrix_with_an_empty_row(tmp_path):
     _png(plots.confusion_matrix(tp=0, fp=3, tn=97, fn=0, out_path=tmp_path / "cm.png"))
 
 
-@pytest.mark.parametrize("channels", [1, 3])
-def test_reconstructions_grid_grows_with_groups(channels, tmp_path):
-    rng = np.random.default_rng(channels)
-    x = rng.uniform(0, 1, (9, channels, 28, 28)).astype(np.float32)
-    groups = np.array(["normal"] * 8 + ["class 4"])
-    one = _png(plots.reconstructions(x[:8], x[:8], x[:8].mean(1), np.arange(8.0), groups[:8],
-                                     tmp_path / "one.png"))
-    two = _png(plots.reconstructions(x, x[::-1], x.mean(1), np.arange(9.0), groups,
-                                     tmp_path / "two.png"))
-    assert two.size[1] > 1.7 * one.size[1]  # a second block of three rows
-    assert two.size[0] == pytest.approx(one.size[0], rel=0.05)
-
-
-def test_gallery_layout_and_errors(tmp_path):
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 1, (40, 3, 16, 16)).astype(np.float32)
-    scores = rng.uniform(0, 1, 40)
-    big = _png(plots.gallery(x, scores, tmp_path / "g.png", k=16, labels=np.full(40, -1),
-                             ids=[f"img{i}" for i in range(40)]))
-    small = _png(plots.gallery(x[:3], scores[:3], tmp_path / "s.png", k=16))
-    assert big.size[1] > 2 * small.size[1]
-    _png(plots.gallery(x[:1], scores[:1], tmp_path / "1.png", k=5))
-    with pytest.raises(ReconadError, match="N scores"):
-        plots.gallery(x, scores[:5], tmp_path / "bad.png")
-    with pytest.raises(ReconadError, match="at least 1"):
-        plots.gallery(x, scores, tmp_path / "bad.png", k=0)
-    with pytest.raises(ReconadError, match="labels"):
-        plots.gallery(x, scores, tmp_path / "bad.png", labels=[1, 2])
-    assert not (tmp_path / "bad.png").exists()
-
-
 def test_class_boxplot_and_metric_bars(tmp_path):
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(10), 10)
@@ -162,8 +121,8 @@ def test_class_boxplot_and_metric_bars(tmp_path):
 
 
 def test_importing_reconad_and_its_report_modules_does_not_import_matplotlib():
-    code = ("import sys, reconad, reconad.plots, reconad.report, reconad.compare; "
-            "print('matplotlib' in sys.modules)")
+    code = ("import sys, reconad, reconad.plots, reconad.pictures, reconad.report, "
+            "reconad.compare; print('matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"

@@ -98,7 +98,7 @@ def score_command(
     typer.echo(f"{int(flags.sum())} of {len(scores)} images flagged (threshold "
                f"{det.threshold_:.6g}, {det.threshold_method_})", err=True)
     if gallery is not None:
-        from reconad.plots import gallery as draw_gallery
+        from reconad.pictures import gallery as draw_gallery
 
         draw_gallery(images, scores, gallery, k=gallery_k, labels=labels,
                      ids=[f"id {i}" for i in range(len(scores))],

@@ -135,16 +135,17 @@ def _write_plots(run: _Run) -> list[Figure]:
 
 
 def _sample_plots(samples: dict[str, np.ndarray], out: Path, normal: str) -> list[Figure]:
-    from reconad import plots
+    from reconad import pictures
 
     figures = []
     kinds = samples["kinds"]
     pick = kinds == "sample"
     if pick.any():
-        path = plots.reconstructions(samples["images"][pick], samples["reconstructions"][pick],
-                                     samples["error_maps"][pick], samples["scores"][pick],
-                                     samples["groups"][pick], out / "reconstructions.png",
-                                     normal_group=normal)
+        path = pictures.reconstructions(samples["images"][pick],
+                                        samples["reconstructions"][pick],
+                                        samples["error_maps"][pick], samples["scores"][pick],
+                                        samples["groups"][pick], out / "reconstructions.png",
+                                        normal_group=normal)
         figures.append(Figure(path, "A random sample of each group of the evaluation set: "
                                     "original, reconstruction, and per-pixel error.",
                               "pictures"))
@@ -154,10 +155,10 @@ def _sample_plots(samples: dict[str, np.ndarray], out: Path, normal: str) -> lis
         _, first = np.unique(samples["ids"][extremes], return_index=True)
         idx = extremes[np.sort(first)]
         k = int(max((kinds == "top").sum(), (kinds == "bottom").sum()))
-        path = plots.gallery(samples["images"][idx], samples["scores"][idx],
-                             out / "gallery.png", k=k, labels=samples["labels"][idx],
-                             ids=samples["ids"][idx],
-                             title="Evaluation set: most anomalous and most normal images")
+        path = pictures.gallery(samples["images"][idx], samples["scores"][idx],
+                                out / "gallery.png", k=k, labels=samples["labels"][idx],
+                                ids=samples["ids"][idx],
+                                title="Evaluation set: most anomalous and most normal images")
         figures.append(Figure(path, "Highest- and lowest-scoring images of the evaluation "
                                     "set with score, label and id.", "pictures"))
     return figures

@@ -2,6 +2,7 @@
 
 A run is built in a hidden sibling folder (``.NAME.partial-PID``) and renamed into place only
 when every file is written, so a killed run never leaves a directory that looks complete.
+Reading the files back, checked, is :mod:`reconad.run_reader`'s job.
 """
 
 from __future__ import annotations
@@ -73,14 +74,3 @@ def write_scores(path: Path, sets: dict, scores: dict[str, np.ndarray], threshol
                        int(eval_set.is_anomaly[i]), f"{score:.8g}", int(score > threshold))
     write_csv(path, SCORE_COLUMNS, rows())
 
-
-def read_metrics(run_dir: Path) -> dict:
-    """metrics.json of a run directory, with a clear error when it is missing or broken."""
-    path = Path(run_dir) / "metrics.json"
-    if not path.is_file():
-        raise ReconadError(f"{run_dir} is not a reconad run directory (no metrics.json); give "
-                           "a folder written by `reconad run`")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise ReconadError(f"{path} is not valid JSON; re-run the experiment") from None
