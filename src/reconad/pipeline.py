@@ -21,7 +21,7 @@ from reconad.data import load_dataset
 from reconad.detector import Detector
 from reconad.errors import ReconadError
 from reconad.metrics import evaluate_set, group_stats
-from reconad.rundir import atomic_directory, write_history, write_json, write_scores
+from reconad.rundir import atomic_directory, check_writable, write_history, write_json, write_scores
 from reconad.scenarios import EvalSet, Splits, make_splits
 from reconad.thresholds import compute_thresholds
 
@@ -68,9 +68,8 @@ def run(
     started = time.perf_counter()
     console = console or Console(stderr=True, quiet=not progress)
     out = Path(out_dir) if out_dir is not None else default_run_dir(config)
-    if write and out.exists() and any(out.iterdir()) and not overwrite:
-        raise ReconadError(f"output directory {out} already exists and is not empty; choose "
-                           "another --out or delete it")
+    if write:
+        check_writable(out, overwrite)  # fail before training, not after
 
     dataset = load_dataset(config.data, config.seed)
     splits = make_splits(dataset, config.scenario, config.seed)

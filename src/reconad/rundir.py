@@ -23,13 +23,19 @@ SCORE_COLUMNS = ("id", "set", "group", "label", "is_anomaly", "score", "flag")
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "lr", "seconds")
 
 
+def check_writable(final: Path, overwrite: bool = False) -> None:
+    """Refuse to replace a non-empty directory unless ``overwrite`` (call before long work)."""
+    final = Path(final)
+    if final.exists() and any(final.iterdir()) and not overwrite:
+        raise ReconadError(f"output directory {final} already exists and is not empty; choose "
+                           "another --out or delete it (or pass --overwrite)")
+
+
 @contextmanager
 def atomic_directory(final: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder that becomes ``final`` only if the block completes."""
     final = Path(final)
-    if final.exists() and any(final.iterdir()) and not overwrite:
-        raise ReconadError(f"output directory {final} already exists and is not empty; choose "
-                           "another --out or delete it")
+    check_writable(final, overwrite)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
