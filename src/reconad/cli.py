@@ -133,10 +133,7 @@ def presets_command() -> None:
     """List the presets, one line each."""
     from reconad.config import preset_description, preset_names
 
-    names = preset_names()
-    width = max(len(n) for n in names)
-    for name in names:
-        typer.echo(f"{name:<{width}}  {preset_description(name)}")
+    _list(preset_names(), preset_description)
 
 
 @app.command("sweep")
@@ -165,10 +162,14 @@ def sweeps_command() -> None:
     """List the sweep presets, one line each."""
     from reconad.sweep_space import sweep_preset_description, sweep_preset_names
 
-    names = sweep_preset_names()
+    _list(sweep_preset_names(), sweep_preset_description)
+
+
+def _list(names: list[str], describe) -> None:
+    """One aligned line per name: the name and its description."""
     width = max(len(n) for n in names)
     for name in names:
-        typer.echo(f"{name:<{width}}  {sweep_preset_description(name)}")
+        typer.echo(f"{name:<{width}}  {describe(name)}")
 
 
 def main() -> None:
