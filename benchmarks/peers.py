@@ -1,0 +1,166 @@
+"""reconad next to PyOD and a supervised classifier on the same held-out 4/8 splits.
+
+Splits: ``reconad.data.load_dataset`` + ``reconad.scenarios.make_splits`` with the ``default``
+preset's scenario (normal = 0,1,2,3,5,6,7,9; dev anomalies 8s, eval anomalies 4s). Every
+method is fitted on the same normal training images and judged the same way: AUROC on dev and
+eval, and eval precision/recall/F1 at the Youden threshold chosen on dev.
+
+- reconad: ``pipeline.run`` of the ``default`` preset.
+- PyOD AutoEncoder, hidden_neuron_list [512, 256, 10] (784-512-256-10-256-512-784, ReLU, as
+  protocol 1), batch 256, 20 epochs, otherwise PyOD's defaults (standardised inputs, batch norm,
+  dropout 0.2, Adam 1e-3); PyOD PCA, KNN (k=5, largest), IForest with their defaults.
+  Per-epoch time of the PyOD AutoEncoder is its training loop alone (its own ``train`` method
+  timed), fit time includes PyOD's scaling and scoring of the training set.
+- supervised CNN (protocol 2's reference): trained with anomaly labels on the normal training
+  images (0) and the training images of the dev anomaly class 8 (1); it has seen 8s, never 4s.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from common import Context, at, bar_plot, evaluate_scores, mean_std
+from torch import nn
+
+from reconad.config import ThresholdConfig
+from reconad.data import load_dataset
+from reconad.pipeline import run
+from reconad.scenarios import make_splits
+
+YOUDEN = ThresholdConfig(method="youden")
+
+
+def _row(method: str, seed: int, metrics: dict, fit_seconds: float,
+         seconds_per_epoch: float | None = None, epochs: int | None = None) -> dict:
+    ev = metrics["eval"]
+    return {"method": method, "seed": seed, "dev_auroc": metrics["dev"]["auroc"],
+            "eval_auroc": ev["auroc"], "eval_precision": at(ev, "youden", "precision"),
+            "eval_recall": at(ev, "youden", "recall"), "eval_f1": at(ev, "youden", "f1"),
+            "fit_seconds": fit_seconds, "seconds_per_epoch": seconds_per_epoch,
+            "epochs": epochs}
+
+
+def _flat(x: np.ndarray) -> np.ndarray:
+    return x.reshape(len(x), -1)  # (N, C*H*W) for PyOD
+
+
+def _pyod_models(quick: bool, seed: int) -> dict:
+    from pyod.models.auto_encoder import AutoEncoder
+    from pyod.models.iforest import IForest
+    from pyod.models.knn import KNN
+    from pyod.models.pca import PCA
+
+    return {
+        "PyOD AutoEncoder": AutoEncoder(hidden_neuron_list=[512, 256, 10], batch_size=256,
+                                        epoch_num=2 if quick else 20, random_state=seed,
+                                        verbose=0),
+        "PyOD PCA": PCA(random_state=seed),
+        "PyOD KNN": KNN(),
+        "PyOD IForest": IForest(random_state=seed),
+    }
+
+
+def _fit_pyod(name: str, model, splits, seed: int) -> dict:
+    loop: list[float] = []
+    if hasattr(model, "epoch_num"):  # time PyOD's training loop alone
+        inner = model.train
+
+        def timed(loader):
+            start = time.perf_counter()
+            inner(loader)
+            loop.append(time.perf_counter() - start)
+
+        model.train = timed
+    start = time.perf_counter()
+    model.fit(_flat(splits.train))
+    fit_seconds = time.perf_counter() - start
+    scores = {n: model.decision_function(_flat(s.x)) for n, s in splits.sets.items()}
+    metrics = evaluate_scores(scores, splits, model.decision_function(_flat(splits.val)), YOUDEN)
+    epochs = getattr(model, "epoch_num", None)
+    return _row(name, seed, metrics, fit_seconds, loop[0] / epochs if loop else None, epochs)
+
+
+class SmallCNN(nn.Module):
+    """(B, 1, 28, 28) -> anomaly logit (B,): two strided convs and a linear layer."""
+
+    def __init__(self, channels: int = 1) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, 16, 3, stride=2, padding=1), nn.ReLU(),  # (B, 16, 14, 14)
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),  # (B, 32, 7, 7)
+            nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(32 * 16, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(1)
+
+
+def _supervised_cnn(dataset, splits, anomaly_classes: list[int], seed: int, epochs: int) -> dict:
+    anomalies = dataset.train_x[np.isin(dataset.train_y, anomaly_classes)]
+    x = torch.from_numpy(np.concatenate([splits.train, anomalies]))
+    y = torch.cat([torch.zeros(len(splits.train)), torch.ones(len(anomalies))])
+    torch.manual_seed(seed)
+    model = SmallCNN(x.shape[1])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.BCEWithLogitsLoss()
+    start = time.perf_counter()
+    for _ in range(epochs):
+        model.train()
+        for idx in torch.randperm(len(x)).split(128):
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(model(x[idx]), y[idx]).backward()
+            optimizer.step()
+    fit_seconds = time.perf_counter() - start
+    model.eval()
+
+    @torch.no_grad()
+    def score(images: np.ndarray) -> np.ndarray:  # (N,) logit: higher = more anomalous
+        return torch.cat([model(b) for b in torch.from_numpy(images).split(2048)]).numpy()
+
+    scores = {n: score(s.x) for n, s in splits.sets.items()}
+    metrics = evaluate_scores(scores, splits, score(splits.val), YOUDEN)
+    return _row("supervised CNN (trained on 8s)", seed, metrics, fit_seconds,
+                fit_seconds / epochs, epochs)
+
+
+def peers(ctx: Context) -> tuple[dict, list[dict]]:
+    rows = []
+    try:
+        import pyod  # noqa: F401
+
+        have_pyod = True
+    except ImportError:
+        have_pyod = False
+        print("peers: PyOD is not installed (pip install -c constraints.txt -e '.[bench]'); "
+              "skipping the PyOD rows")
+    for seed in range(ctx.seeds):
+        cfg = ctx.config("default", [f"seed={seed}"])
+        result = run(cfg, out_dir=None, progress=False, write=False)
+        history = result.detector.history_.rows
+        rows.append(_row("reconad (default)", seed, result.metrics,
+                         result.metrics["training"]["train_seconds"],
+                         float(np.mean([r["seconds"] for r in history])), len(history)))
+        dataset = load_dataset(cfg.data, seed)
+        splits = make_splits(dataset, cfg.scenario, seed)
+        if have_pyod:
+            for name, model in _pyod_models(ctx.quick, seed).items():
+                rows.append(_fit_pyod(name, model, splits, seed))
+        rows.append(_supervised_cnn(dataset, splits, cfg.scenario.dev_anomaly, seed,
+                                    epochs=1 if ctx.quick else 3))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+
+    def mean_of(key: str) -> dict:
+        return {m: mean_std([r[key] for r in rows if r["method"] == m])[0] for m in methods}
+
+    headline = {k: mean_of(k) for k in ("dev_auroc", "eval_auroc", "eval_f1", "fit_seconds",
+                                        "seconds_per_epoch")}
+    ours, theirs = headline["fit_seconds"]["reconad (default)"], headline["fit_seconds"].get(
+        "PyOD AutoEncoder")
+    headline["reconad_fit_time_over_pyod_ae"] = ours / theirs if theirs else None
+    bar_plot(ctx.out / f"{ctx.name}.png", methods,
+             {"dev AUROC (8s)": [headline["dev_auroc"][m] for m in methods],
+              "eval AUROC (4s)": [headline["eval_auroc"][m] for m in methods]},
+             "AUROC", "held-out 4/8: same splits", ylim=(0, 1))
+    return headline, rows

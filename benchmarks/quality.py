@@ -1,0 +1,194 @@
+"""Detection-quality benchmarks: holdout-4-8, one-class-mnist, one-class-0, noise, contamination.
+
+Every number comes from :func:`reconad.pipeline.run` (metrics.json's shape); where one trained
+model serves several scenario variants (the disjoint final set, other noise kinds) its detector
+scores those variants' splits and thresholds are again chosen on each variant's dev set.
+"""
+
+from __future__ import annotations
+
+import math
+
+from common import Context, at, bar_plot, evaluate_detector, mean_std
+from sklearn.metrics import roc_auc_score
+
+from reconad.data import load_dataset
+from reconad.pipeline import run
+from reconad.scenarios import make_splits
+
+
+def _run(ctx: Context, preset: str, overrides: list[str]):
+    cfg = ctx.config(preset, overrides)
+    return cfg, run(cfg, out_dir=None, progress=False, write=False)
+
+
+def _summary(rows: list[dict], keys: list[str]) -> dict:
+    """``{key: mean, key_std: std}`` over ``rows`` for each key."""
+    out = {}
+    for key in keys:
+        out[key], out[f"{key}_std"] = mean_std([r[key] for r in rows])
+    return out
+
+
+# --------------------------------------------------------------------------- holdout-4-8
+
+HOLDOUT_KEYS = ["dev_auroc", "eval_auroc", "final_precision", "final_recall", "final_f1"]
+
+
+def holdout_4_8(ctx: Context) -> tuple[dict, list[dict]]:
+    """Protocol 1: ours (preset ``default``) next to the write-up configuration (``holdout-4-8``).
+
+    One training per configuration and seed, in the split_final variant (its training images
+    are those of the plain protocol). dev/eval AUROC: the same detector on the plain protocol's
+    sets (all 8,044 normal test images + 8s / + 4s). final precision/recall/F1: the run's
+    ``final`` set at the threshold chosen (``threshold.method``) on its disjoint dev half.
+    """
+    rows = []
+    for label, preset in (("reconad", "default"), ("write-up reference", "holdout-4-8")):
+        for seed in range(ctx.seeds):
+            cfg, result = _run(ctx, preset, [f"seed={seed}", "scenario.split_final=true"])
+            plain = cfg.scenario.model_copy(update={"split_final": False})
+            splits = make_splits(load_dataset(cfg.data, seed), plain, seed)
+            auroc = {name: float(roc_auc_score(s.is_anomaly, result.detector.score_samples(s.x)))
+                     for name, s in splits.sets.items()}
+            m, chosen = result.metrics, result.metrics["chosen_threshold"]
+            rows.append({
+                "config": label, "preset": preset, "seed": seed,
+                "dev_auroc": auroc["dev"], "eval_auroc": auroc["eval"],
+                "final_precision": at(m["final"], chosen, "precision"),
+                "final_recall": at(m["final"], chosen, "recall"),
+                "final_f1": at(m["final"], chosen, "f1"),
+                "threshold": chosen, "final_max_f1_f1": at(m["final"], "max_f1", "f1"),
+                "epochs_run": m["training"]["epochs_run"],
+                "train_seconds": m["training"]["train_seconds"],
+                "run_seconds": m["wall_seconds"],
+            })
+    ours = _summary([r for r in rows if r["preset"] == "default"], HOLDOUT_KEYS + ["run_seconds"])
+    ref = _summary([r for r in rows if r["preset"] == "holdout-4-8"], HOLDOUT_KEYS)
+    bar_plot(ctx.out / f"{ctx.name}.png", HOLDOUT_KEYS,
+             {"reconad (default)": [ours[k] for k in HOLDOUT_KEYS],
+              "write-up config (holdout-4-8)": [ref[k] for k in HOLDOUT_KEYS]},
+             "value", "held-out 4/8 (dev: 8s, eval: 4s, final: disjoint normals + 4s)",
+             errors={"reconad (default)": [ours[f"{k}_std"] for k in HOLDOUT_KEYS],
+                     "write-up config (holdout-4-8)": [ref[f"{k}_std"] for k in HOLDOUT_KEYS]},
+             ylim=(0, 1))
+    return {**ours, "reference": ref}, rows
+
+
+# --------------------------------------------------------------------------- one-class
+
+
+def one_class_mnist(ctx: Context, digits: tuple[int, ...] = tuple(range(10))) -> tuple[dict, list]:
+    """Protocol 2 for every digit: trained on that digit's training images (preset
+    ``one-class-0`` with ``scenario.normal=[d]``), AUROC on the full test set."""
+    rows = []
+    for digit in digits:
+        for seed in range(ctx.seeds):
+            _, result = _run(ctx, "one-class-0", [f"scenario.normal=[{digit}]", f"seed={seed}",
+                                                  f"name=one-class-{digit}"])
+            m = result.metrics
+            rows.append({"digit": digit, "seed": seed, "eval_auroc": m["eval"]["auroc"],
+                         "dev_auroc": m["dev"]["auroc"],
+                         "epochs_run": m["training"]["epochs_run"],
+                         "run_seconds": m["wall_seconds"]})
+    per_class = {str(d): mean_std([r["eval_auroc"] for r in rows if r["digit"] == d])
+                 for d in digits}
+    by_seed = [sum(r["eval_auroc"] for r in rows if r["seed"] == s) / len(digits)
+               for s in range(ctx.seeds)]
+    mean, std = mean_std(by_seed)
+    low = max(0.0, math.floor(min(v[0] for v in per_class.values()) * 10 - 0.5) / 10)
+    bar_plot(ctx.out / f"{ctx.name}.png", [str(d) for d in digits],
+             {"AUROC": [per_class[str(d)][0] for d in digits]},
+             "test AUROC", f"one-class MNIST (mean {mean:.4f})",
+             errors={"AUROC": [per_class[str(d)][1] for d in digits]}, ylim=(low, 1))
+    return {"mean_auroc": mean, "mean_auroc_std_over_seeds": std,
+            "per_class": {d: v[0] for d, v in per_class.items()},
+            "per_class_std": {d: v[1] for d, v in per_class.items()}}, rows
+
+
+def one_class_0(ctx: Context) -> tuple[dict, list[dict]]:
+    """Protocol 2 with digit 0 normal (preset ``one-class-0``)."""
+    headline, rows = one_class_mnist(ctx, digits=(0,))
+    return {"auroc": headline["mean_auroc"], "auroc_std": headline["mean_auroc_std_over_seeds"],
+            **_summary(rows, ["dev_auroc", "run_seconds"])}, rows
+
+
+# --------------------------------------------------------------------------- noise
+
+NOISES = [(kind, level) for kind in ("gaussian", "salt-pepper") for level in (0.1, 0.2, 0.4)]
+
+
+def noise(ctx: Context) -> tuple[dict, list[dict]]:
+    """Protocol 3: corrupted copies of 10 % of the test images are the anomalies.
+
+    One model per seed (preset ``noise-gaussian``, trained on clean images only, so the same
+    model serves every noise); each noise kind/level gets its own splits, and its threshold
+    (``threshold.method``) is chosen on its own dev set. Level = sigma for gaussian, the
+    fraction of flipped pixels for salt-pepper.
+    """
+    rows = []
+    for seed in range(ctx.seeds):
+        cfg, result = _run(ctx, "noise-gaussian", [f"seed={seed}"])
+        dataset = load_dataset(cfg.data, seed)
+        for kind, level in NOISES:
+            scenario = cfg.scenario.model_copy(update={"noise": kind, "noise_level": level})
+            sets = evaluate_detector(result.detector, make_splits(dataset, scenario, seed),
+                                     cfg.threshold)
+            ev, method = sets["eval"], cfg.threshold.method
+            rows.append({"noise": kind, "level": level, "seed": seed,
+                         "eval_auroc": ev["auroc"], "eval_f1": at(ev, method, "f1"),
+                         "eval_precision": at(ev, method, "precision"),
+                         "eval_recall": at(ev, method, "recall"), "threshold": method,
+                         "dev_auroc": sets["dev"]["auroc"],
+                         "train_seconds": result.metrics["training"]["train_seconds"]})
+    names = [f"{k} {lv:g}" for k, lv in NOISES]
+    auroc = {n: mean_std([r["eval_auroc"] for r in rows if f"{r['noise']} {r['level']:g}" == n])
+             for n in names}
+    f1 = {n: mean_std([r["eval_f1"] for r in rows if f"{r['noise']} {r['level']:g}" == n])
+          for n in names}
+    bar_plot(ctx.out / f"{ctx.name}.png", names,
+             {"AUROC": [auroc[n][0] for n in names], "F1": [f1[n][0] for n in names]},
+             "eval set", "noise on 10 % of the test images",
+             errors={"AUROC": [auroc[n][1] for n in names], "F1": [f1[n][1] for n in names]},
+             ylim=(0, 1))
+    return {"gaussian_0.2_f1": f1["gaussian 0.2"][0],
+            "gaussian_0.2_auroc": auroc["gaussian 0.2"][0],
+            "auroc": {n: v[0] for n, v in auroc.items()},
+            "f1": {n: v[0] for n, v in f1.items()}}, rows
+
+
+# --------------------------------------------------------------------------- contamination
+
+
+def contamination(ctx: Context) -> tuple[dict, list[dict]]:
+    """Protocol 4: digit 1 with 1 % / 5 % digit 3 planted (preset ``contamination-1-3``).
+
+    The dev set is the unlabelled training pool itself, so the planted images' precision and
+    recall are the dev metrics at the preset's threshold (99.9 % quantile); max-F1 (chosen
+    with the hidden labels) is reported next to it as what the best threshold could do.
+    """
+    rows = []
+    for fraction in (0.01, 0.05):
+        for seed in range(ctx.seeds):
+            _, result = _run(ctx, "contamination-1-3",
+                             [f"scenario.contamination={fraction}", f"seed={seed}"])
+            m = result.metrics
+            dev, chosen = m["dev"], m["chosen_threshold"]
+            rows.append({"contamination": fraction, "seed": seed, "n_planted": dev["n_anomaly"],
+                         "planted_precision": at(dev, chosen, "precision"),
+                         "planted_recall": at(dev, chosen, "recall"), "threshold": chosen,
+                         "max_f1_precision": at(dev, "max_f1", "precision"),
+                         "max_f1_recall": at(dev, "max_f1", "recall"),
+                         "dev_auroc": dev["auroc"], "run_seconds": m["wall_seconds"]})
+    headline = {}
+    for fraction, tag in ((0.01, "1pct"), (0.05, "5pct")):
+        part = [r for r in rows if r["contamination"] == fraction]
+        for key in ("planted_precision", "planted_recall", "dev_auroc"):
+            headline[f"{key}_{tag}"] = mean_std([r[key] for r in part])[0]
+    keys = ["planted_precision", "planted_recall", "max_f1_precision", "max_f1_recall",
+            "dev_auroc"]
+    bar_plot(ctx.out / f"{ctx.name}.png", keys,
+             {f"{f:.0%} planted": [mean_std([r[k] for r in rows if r["contamination"] == f])[0]
+                                   for k in keys] for f in (0.01, 0.05)},
+             "dev (= training pool)", "digit 1 with planted 3s", ylim=(0, 1))
+    return headline, rows

@@ -1,0 +1,81 @@
+"""Run one named benchmark and write NAME.json, NAME.csv, NAME.md (and NAME.png).
+
+    python benchmarks/run.py NAME [--quick] [--seeds N] [--data-dir DIR] [--out DIR]
+                                  [--set section.key=value ...]
+
+Full runs write to benchmarks/results/ (committed). ``--quick`` runs a tiny budget for trying a
+benchmark out and writes to a fresh temporary folder (or ``--out``), never to the committed
+results. See benchmarks/README.md for what each benchmark measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import peers
+import quality
+import speed
+from common import Context, machine, write_results
+
+from reconad.errors import ReconadError
+
+BENCHMARKS = {
+    "holdout-4-8": quality.holdout_4_8,
+    "one-class-mnist": quality.one_class_mnist,
+    "one-class-0": quality.one_class_0,
+    "noise": quality.noise,
+    "contamination": quality.contamination,
+    "speed": speed.speed,
+    "peers": peers.peers,
+}
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("name", choices=sorted(BENCHMARKS))
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny budget to try it out; results go to a temporary folder")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 (default 1)")
+    parser.add_argument("--data-dir", help="folder holding MNIST (else $RECONAD_DATA, cache)")
+    parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra reconad config override for every run (repeatable)")
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    out = args.out or (Path(tempfile.mkdtemp(prefix=f"reconad-bench-{args.name}-"))
+                       if args.quick else RESULTS)
+    if args.quick and out.resolve() == RESULTS:
+        parser.error("--quick results never go to benchmarks/results; give another --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+    ctx = Context(name=args.name, out=out, quick=args.quick, seeds=args.seeds,
+                  data_dir=args.data_dir, sets=args.sets)
+    command = shlex.join(["python", "benchmarks/run.py", *(sys.argv[1:] if argv is None
+                                                             else argv)])
+    started = time.perf_counter()
+    date = datetime.now().astimezone().isoformat(timespec="seconds")
+    try:
+        headline, rows = BENCHMARKS[args.name](ctx)
+    except ReconadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report = {**headline, "wall_seconds": round(time.perf_counter() - started, 1),
+              "command": command, "date": date, "machine": machine(), "quick": args.quick,
+              "seeds": args.seeds}
+    paths = write_results(out, args.name, report, rows)
+    print(json.dumps({k: v for k, v in report.items() if k != "machine"}, indent=2))
+    print("wrote " + ", ".join(str(p) for p in [*paths, *out.glob(f"{args.name}.png")]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

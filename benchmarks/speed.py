@@ -1,0 +1,97 @@
+"""Training and scoring speed of the dense and conv models against this machine's matmul peak.
+
+- peak: best of several large fp32 ``torch.matmul`` (2 n^3 FLOP each), same threads as training.
+- training: ``Detector.fit`` for a few epochs on random 28x28 images at batch 64/256/1024
+  (optimizer, shuffling and batching included); samples/s from the median epoch time (the first
+  epoch is dropped when there are several).
+- effective FLOP/s: matmul/conv FLOP of one forward + backward pass per image, counted by
+  ``torch.utils.flop_counter.FlopCounterMode``, times samples/s; as a fraction of the peak.
+- scoring: ``Detector.score_samples`` images/s. Memory: the process's peak RSS (getrusage).
+
+The models are the presets' (dense: ``default``, conv: ``noise-gaussian``); pixels do not change
+the speed, so no dataset is needed.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+
+import numpy as np
+import torch
+from common import Context, bar_plot
+from torch.utils.flop_counter import FlopCounterMode
+
+from reconad.detector import Detector
+from reconad.models import build_model
+from reconad.train import set_threads
+
+MODELS = {"dense": "default", "conv": "noise-gaussian"}
+BATCHES = (64, 256, 1024)
+SHAPE = (1, 28, 28)
+
+
+def matmul_peak(n: int, repeats: int) -> float:
+    """Best fp32 FLOP/s of an n x n @ n x n product over ``repeats`` timed runs."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(a, b)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * n**3 / best
+
+
+def train_flop_per_image(model: torch.nn.Module, batch: int) -> float:
+    """Counted FLOP of one forward + backward pass of an MSE training step, per image."""
+    x = torch.rand(batch, *SHAPE)
+    with FlopCounterMode(display=False) as counter:
+        ((model(x) - x) ** 2).mean().backward()
+    return counter.get_total_flops() / batch
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def speed(ctx: Context) -> tuple[dict, list[dict]]:
+    n_images, epochs = (1024, 2) if ctx.quick else (20000, 4)
+    set_threads(ctx.config("default").train.threads)  # as training does (None: all cores)
+    peak = matmul_peak(1024 if ctx.quick else 4096, 3 if ctx.quick else 10)
+    x = np.random.default_rng(0).random((n_images, *SHAPE), dtype=np.float32)
+    rows = []
+    for kind, preset in MODELS.items():
+        cfg = ctx.config(preset)
+        flop = train_flop_per_image(build_model(cfg.model, SHAPE), 64)
+        for batch in BATCHES:
+            train = cfg.train.model_copy(update={"batch_size": batch, "epochs": epochs,
+                                                 "patience": None, "schedule": "none"})
+            det = Detector(model=cfg.model, loss=cfg.loss, train=train, score=cfg.score.kind)
+            det.fit(x, x[:256])  # a tiny validation set: the epoch time is training
+            seconds = [r["seconds"] for r in det.history_.rows]
+            per_epoch = statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
+            rate = n_images / per_epoch
+            start = time.perf_counter()
+            det.score_samples(x)
+            scoring = n_images / (time.perf_counter() - start)
+            rows.append({
+                "model": kind, "preset": preset, "batch": batch,
+                "train_samples_per_s": rate, "train_gflop_per_s": rate * flop / 1e9,
+                "fraction_of_peak": rate * flop / peak, "flop_per_image": flop,
+                "score_images_per_s": scoring, "peak_rss_mib": peak_rss_mib(),
+            })
+    bar_plot(ctx.out / f"{ctx.name}.png", [f"{k} b{b}" for k in MODELS for b in BATCHES],
+             {"fraction of fp32 matmul peak": [r["fraction_of_peak"] for r in rows]},
+             "effective FLOP/s / peak", f"training speed (peak {peak / 1e9:.0f} GFLOP/s)")
+    headline: dict = {"matmul_peak_gflop_per_s": peak / 1e9}
+    for r in rows:
+        tag = f"{r['model']}_b{r['batch']}"
+        headline[f"{tag}_train_samples_per_s"] = r["train_samples_per_s"]
+        headline[f"{tag}_fraction_of_peak"] = r["fraction_of_peak"]
+    for kind in MODELS:
+        headline[f"{kind}_score_images_per_s"] = max(
+            r["score_images_per_s"] for r in rows if r["model"] == kind)
+    headline["peak_rss_mib"] = peak_rss_mib()
+    return headline, rows
