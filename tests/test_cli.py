@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import os
 import re
 import subprocess
 import sys
@@ -17,10 +18,10 @@ from reconad.config import preset_names
 TINY = ["--set", "data.max_train=500", "--set", "data.max_test=300", "--set", "train.epochs=1"]
 
 
-def reconad(*args, cwd=None):
+def reconad(*args, cwd=None, env=None, timeout=300):
     """Run the CLI in a fresh process, as a user would."""
-    return subprocess.run([sys.executable, "-m", "reconad", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "reconad", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def assert_one_line_error(result, pattern):
@@ -97,9 +98,15 @@ def test_config_errors_are_one_line(args, pattern):
 
 
 def test_missing_dataset_offline_says_where_to_put_the_files(tmp_path):
-    result = reconad("run", "default", "--data-dir", tmp_path, "--set", "data.download=false")
+    # No other place to find MNIST: not $RECONAD_DATA (CI sets it), not the user cache.
+    env = {k: v for k, v in os.environ.items() if k != "RECONAD_DATA"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    result = reconad("run", "default", "--data-dir", data_dir, "--set", "data.download=false",
+                     cwd=tmp_path, env=env, timeout=60)
     assert_one_line_error(result, r"train-images-idx3-ubyte\.gz")
-    assert str(tmp_path) in result.stderr
+    assert str(data_dir) in result.stderr
     assert not (tmp_path / "runs").exists()
 
 
