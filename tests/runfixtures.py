@@ -15,9 +15,20 @@ import json
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from reconad.config import Config, config_to_yaml
+
+
+def open_png(path: Path) -> Image.Image:
+    """Open a PNG fully (a truncated file fails here), checking nothing else was left behind."""
+    assert path.is_file()
+    assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith(".")) == []
+    image = Image.open(path)
+    image.load()
+    assert image.format == "PNG" and min(image.size) > 50
+    return image
 
 
 def _images(rng: np.random.Generator, n: int, shape: tuple[int, int, int]) -> np.ndarray:

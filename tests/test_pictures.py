@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from PIL import Image
+from runfixtures import open_png as _png
 
 from reconad import pictures
 from reconad.errors import ReconadError
-
-
-def _png(path: Path) -> Image.Image:
-    """Open a PNG fully (a truncated file fails here), checking nothing else was left behind."""
-    assert path.is_file()
-    assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith(".")) == []
-    image = Image.open(path)
-    image.load()
-    assert image.format == "PNG" and min(image.size) > 50
-    return image
 
 
 def test_select_extremes_takes_highest_and_lowest_disjoint_with_nan_first():
