@@ -180,7 +180,9 @@ def test_own_image_folder_end_to_end(tmp_path):
                      "--set", f"data.source={root}", "--set", "data.resize=[16,16]",
                      "--set", "scenario.normal=[0]", "--set", "scenario.dev_anomaly=[1]",
                      "--set", "scenario.eval_anomaly=[2]", "--set", "train.epochs=3",
-                     "--set", "model.latent=8", "--set", "train.batch_size=16")
+                     "--set", "model.latent=8", "--set", "train.batch_size=16",
+                     # one normal class: no class head to train, so no class energy
+                     "--set", "model.class_head=false", "--set", "score.parts=[recon,latent_knn]")
     assert result.returncode == 0, result.stderr
     from reconad.detector import Detector
 

@@ -126,6 +126,9 @@ class ModelConfig(_Section):
     upsample: Literal["transpose", "upsample"] = "transpose"
     bottleneck: bool = True
     """conv: flatten to a dense code of size ``latent`` between encoder and decoder."""
+    class_head: bool = False
+    """A linear classifier on the code, trained on the normal images' own class labels
+    (holdout/one-class with several normal classes). Needed by ``score.parts`` class_energy."""
 
 
 class LossConfig(_Section):
@@ -136,6 +139,8 @@ class LossConfig(_Section):
     """mix: loss = (1 - w) * mse + w * (1 - ssim)."""
     ssim_window: Annotated[int, Field(ge=3)] = 11
     ssim_sigma: Annotated[float, Field(gt=0.0)] = 1.5
+    class_weight: Annotated[float, Field(ge=0.0)] = 0.01
+    """model.class_head: weight of the cross-entropy of the normal classes in the loss."""
 
 
 class TrainConfig(_Section):
@@ -166,10 +171,29 @@ class TrainConfig(_Section):
     """Torch CPU threads; None = all cores."""
 
 
+ScorePart = Literal["recon", "latent_knn", "class_energy"]
+
+
 class ScoreConfig(_Section):
     """How an image's anomaly score is computed (higher = more anomalous)."""
 
     kind: Literal["mse", "l1", "bce", "ssim"] = "mse"
+    """The reconstruction dissimilarity (the ``recon`` part)."""
+    parts: Annotated[list[ScorePart], Field(min_length=1)] = ["recon"]
+    """What the score is made of: ``recon`` (reconstruction error), ``latent_knn`` (mean
+    distance of the code to its ``knn_k`` nearest training codes), ``class_energy`` (the class
+    head's energy -logsumexp(logits); needs model.class_head). One part: its raw value.
+    Several: each standardised on the normal validation images (log first for the
+    distances) and summed."""
+    knn_k: Annotated[int, Field(ge=1)] = 5
+    knn_bank: Annotated[int, Field(ge=1)] = 20000
+    """latent_knn: at most this many training codes are kept (a seeded sample) and saved."""
+
+    @model_validator(mode="after")
+    def _distinct_parts(self) -> ScoreConfig:
+        if len(set(self.parts)) != len(self.parts):
+            raise ValueError(f"score.parts {self.parts} names a part twice; list each once")
+        return self
 
 
 ThresholdMethod = Literal[
@@ -207,6 +231,12 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     score: ScoreConfig = ScoreConfig()
     threshold: ThresholdConfig = ThresholdConfig()
+
+    @model_validator(mode="after")
+    def _energy_needs_head(self) -> Config:
+        if "class_energy" in self.score.parts and not self.model.class_head:
+            raise ValueError("score.parts class_energy needs model.class_head=true")
+        return self
 
 
 # --------------------------------------------------------------------------- loading

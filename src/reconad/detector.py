@@ -5,8 +5,9 @@
 >>> det.predict(new_images)         # 1 = anomaly (score > threshold_), 0 = normal
 >>> det.save("detector.safetensors"); Detector.load("detector.safetensors").predict(new_images)
 
-Saved detectors are one safetensors file: the weights plus a JSON header holding the
-architecture, preprocessing, score kind and threshold. Loading never unpickles code.
+Saved detectors are one safetensors file: the weights (plus the training codes a
+``latent_knn`` score measures against) and a JSON header holding the architecture,
+preprocessing, score settings and calibration, and threshold. Loading never unpickles code.
 """
 
 from __future__ import annotations
@@ -23,11 +24,20 @@ import torch
 from reconad.config import LossConfig, ModelConfig, ScoreConfig, TrainConfig
 from reconad.errors import ReconadError
 from reconad.models import build_model
-from reconad.scoring import error_maps, reconstruct, score_images
+from reconad.scoring import (
+    Calibration,
+    error_maps,
+    latent_codes,
+    reconstruct,
+    score_images,
+    score_parts,
+)
 from reconad.train import History, fit_model
 
 FORMAT = "reconad-detector"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: no score parts, "score" is the kind string
+BANK_KEY = "reconad.knn_bank"  # the latent_knn training codes, beside the model weights
 
 
 def as_images(x: Any, what: str = "images") -> np.ndarray:
@@ -81,13 +91,16 @@ class Detector:
         model: architecture (:class:`ModelConfig` or dict). Input shape comes from the data.
         loss: training loss (:class:`LossConfig` or dict).
         train: optimisation settings (:class:`TrainConfig` or dict).
-        score: per-image score kind: ``mse``, ``l1``, ``bce`` or ``ssim``.
+        score: the score: a kind (``mse``, ``l1``, ``bce``, ``ssim``) or a
+            :class:`ScoreConfig` / dict with ``parts`` (reconstruction, latent kNN, class
+            energy) to combine.
         quantile: the default threshold is this quantile of the validation scores.
         val_fraction: fraction of ``X`` held out for early stopping when ``fit`` gets no X_val.
         seed: seeds weight init, batch order and augmentation.
         progress: show a progress bar while training.
 
     Fitted attributes: ``model_``, ``input_shape_``, ``history_``, ``threshold_``,
+    ``classes_`` (the normal classes a class head learnt, else empty),
     ``threshold_method_``, ``preprocessing_`` (how raw images were resized/greyed before
     training; ``reconad score`` applies the same). Pixels are float32 in [0, 1]; uint8 is
     divided by 255.
@@ -98,7 +111,7 @@ class Detector:
         model: ModelConfig | dict | None = None,
         loss: LossConfig | dict | None = None,
         train: TrainConfig | dict | None = None,
-        score: str = "mse",
+        score: str | ScoreConfig | dict = "mse",
         quantile: float = 0.99,
         val_fraction: float = 0.1,
         seed: int = 0,
@@ -115,21 +128,26 @@ class Detector:
 
     # ------------------------------------------------------------------ fitting
 
-    def fit(self, X: Any, X_val: Any | None = None) -> Detector:
+    def fit(self, X: Any, X_val: Any | None = None, y: Any | None = None) -> Detector:
         """Train on normal images ``X``; set ``threshold_`` to a quantile of validation scores.
 
         Returns self. ``X_val`` (normal images) drives early stopping; without it a seeded
-        ``val_fraction`` of ``X`` is held out.
+        ``val_fraction`` of ``X`` is held out. ``y`` (N,) are the normal images' own class
+        labels, needed only by a model with ``class_head``.
         """
         model_cfg = _section(self.model, ModelConfig, "model")
         loss_cfg = _section(self.loss, LossConfig, "loss")
         train_cfg = _section(self.train, TrainConfig, "train")
-        score_kind = _section({"kind": self.score}, ScoreConfig, "score").kind
+        score_cfg = _score_config(self.score)
+        if "class_energy" in score_cfg.parts and not model_cfg.class_head:
+            raise ReconadError("score.parts class_energy needs model.class_head=true")
         if not 0.0 < self.quantile < 1.0:
             raise ReconadError(f"quantile must be between 0 and 1 (exclusive); got {self.quantile}")
         x = as_images(X, "training images")
+        labels = _class_indices(y, len(x)) if model_cfg.class_head else None
+        classes, y_idx = labels if labels is not None else ([], None)
         if X_val is None:
-            x, xv = self._hold_out(x)
+            x, xv, y_idx = self._hold_out(x, y_idx)
         else:
             xv = as_images(X_val, "validation images")
             if xv.shape[1:] != x.shape[1:]:
@@ -137,27 +155,42 @@ class Detector:
                     f"validation images are {xv.shape[1:]} but training images are "
                     f"{x.shape[1:]}; give both the same (C, H, W)")
         torch.manual_seed(self.seed)  # weight initialisation
-        network = build_model(model_cfg, tuple(x.shape[1:]))
+        network = build_model(model_cfg, tuple(x.shape[1:]), len(classes))
         self.history_: History = fit_model(
-            network, x, xv, loss_cfg, train_cfg, self.seed, self.progress)
+            network, x, xv, loss_cfg, train_cfg, self.seed, self.progress, y_idx)
         self.model_ = network
         self.input_shape_ = tuple(int(s) for s in x.shape[1:])
         self.config_ = {"model": model_cfg.model_dump(mode="json"),
                         "loss": loss_cfg.model_dump(mode="json")}
-        self.score_kind_ = score_kind
+        self.classes_ = classes
+        self.score_config_ = score_cfg
+        self.score_kind_ = score_cfg.kind
+        self.knn_bank_ = None
+        if "latent_knn" in score_cfg.parts:
+            keep = x
+            if len(x) > score_cfg.knn_bank:
+                pick = np.random.default_rng(self.seed).choice(len(x), score_cfg.knn_bank,
+                                                               replace=False)
+                keep = x[np.sort(pick)]
+            self.knn_bank_ = latent_codes(network, keep)
         reference = xv if xv is not None and len(xv) else x
+        self.calibration_ = None
+        if len(score_cfg.parts) > 1:
+            self.calibration_ = Calibration.fit(self._parts(reference))
         self.val_scores_ = self.score_samples(reference)
         self.threshold_ = float(np.quantile(self.val_scores_, self.quantile))
         self.threshold_method_ = "quantile"
         self.preprocessing_ = {"resize": None, "grayscale": False}
         return self
 
-    def _hold_out(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def _hold_out(self, x: np.ndarray, y: np.ndarray | None):
+        """(train images, validation images or None, train labels or None)."""
         n_val = int(round(len(x) * self.val_fraction))
         if n_val == 0 or n_val >= len(x):
-            return x, None
+            return x, None, y
         order = np.random.default_rng(self.seed).permutation(len(x))
-        return x[order[n_val:]], x[order[:n_val]]
+        kept = order[n_val:]
+        return x[kept], x[order[:n_val]], (None if y is None else y[kept])
 
     def set_threshold(self, value: float, method: str = "fixed") -> Detector:
         """Use ``value`` as the threshold (flag = score > value); returns self."""
@@ -187,7 +220,20 @@ class Detector:
     def score_samples(self, X: Any) -> np.ndarray:
         """Anomaly score per image, shape (N,): higher = more anomalous."""
         x = self._inputs(X)
-        return score_images(self.model_, x, self.score_kind_)
+        if self.score_config_.parts == ["recon"]:
+            return score_images(self.model_, x, self.score_kind_)
+        parts = self._parts(x)
+        if self.calibration_ is None:
+            return next(iter(parts.values()))
+        return self.calibration_.combine(parts)
+
+    def score_parts(self, X: Any) -> dict[str, np.ndarray]:
+        """Each part of the score, raw (``{part: (N,)}``), e.g. to see which part flagged."""
+        return self._parts(self._inputs(X))
+
+    def _parts(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        cfg = self.score_config_
+        return score_parts(self.model_, x, cfg.parts, cfg.kind, self.knn_bank_, cfg.knn_k)
 
     def predict(self, X: Any) -> np.ndarray:
         """1 for anomalies (score > ``threshold_``), 0 for normal images, shape (N,)."""
@@ -208,7 +254,10 @@ class Detector:
     def _header(self) -> dict:
         return {
             "format": FORMAT, "format_version": FORMAT_VERSION,
-            "input_shape": list(self.input_shape_), "score": self.score_kind_,
+            "input_shape": list(self.input_shape_),
+            "score": self.score_config_.model_dump(mode="json"), "classes": self.classes_,
+            "calibration": None if self.calibration_ is None else {
+                "mean": self.calibration_.mean, "std": self.calibration_.std},
             "threshold": self.threshold_, "threshold_method": self.threshold_method_,
             "preprocessing": self.preprocessing_,
             **self.config_,
@@ -221,6 +270,8 @@ class Detector:
         self._check_fitted()
         path = Path(path)
         tensors = {k: v.detach().contiguous() for k, v in self.model_.state_dict().items()}
+        if self.knn_bank_ is not None:
+            tensors[BANK_KEY] = self.knn_bank_.contiguous()
         metadata = {"reconad": json.dumps(self._header()), "sha256": _digest(tensors)}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
@@ -251,7 +302,7 @@ class Detector:
             raise ReconadError(f"{damaged} ({type(exc).__name__}); {fix}") from None
         if header.get("format") != FORMAT:
             raise ReconadError(f"{path} is not a reconad detector file; {fix}")
-        if header.get("format_version") != FORMAT_VERSION:
+        if header.get("format_version") not in READABLE_VERSIONS:
             raise ReconadError(
                 f"{path} has detector format version {header.get('format_version')}, this "
                 f"reconad reads version {FORMAT_VERSION}; {fix}")
@@ -260,9 +311,19 @@ class Detector:
         try:
             det = cls(model=header["model"], loss=header["loss"], score=header["score"])
             model_cfg = _section(header["model"], ModelConfig, "model")
+            score_cfg = _score_config(header["score"])
+            classes = [int(c) for c in header.get("classes") or []]
             shape = tuple(int(s) for s in header["input_shape"])
-            network = build_model(model_cfg, shape)
+            network = build_model(model_cfg, shape, len(classes))
+            bank = tensors.pop(BANK_KEY, None)
+            if "latent_knn" in score_cfg.parts and bank is None:
+                raise ValueError("latent_knn score without its training codes")
             network.load_state_dict(tensors)
+            calibration = header.get("calibration")
+            if len(score_cfg.parts) > 1:
+                calibration = Calibration(
+                    {p: float(calibration["mean"][p]) for p in score_cfg.parts},
+                    {p: float(calibration["std"][p]) for p in score_cfg.parts})
             threshold = float(header["threshold"])
         except ReconadError:
             raise
@@ -271,10 +332,30 @@ class Detector:
         network.eval()
         det.model_, det.input_shape_ = network, shape
         det.config_ = {"model": header["model"], "loss": header["loss"]}
-        det.score_kind_ = _section({"kind": header["score"]}, ScoreConfig, "score").kind
+        det.score_config_, det.score_kind_ = score_cfg, score_cfg.kind
+        det.classes_, det.knn_bank_ = classes, bank
+        det.calibration_ = calibration if len(score_cfg.parts) > 1 else None
         det.threshold_, det.threshold_method_ = threshold, header.get("threshold_method", "fixed")
         det.preprocessing_ = header.get("preprocessing") or {"resize": None, "grayscale": False}
         return det
+
+
+def _score_config(score: Any) -> ScoreConfig:
+    """A :class:`ScoreConfig` from a kind string (the short form), a dict or an instance."""
+    return _section({"kind": score} if isinstance(score, str) else score, ScoreConfig, "score")
+
+
+def _class_indices(y: Any, n: int) -> tuple[list[int], np.ndarray]:
+    """(sorted distinct classes, (N,) index of each label in them) for a class head."""
+    if y is None:
+        raise ReconadError("model.class_head needs the training images' class labels; pass "
+                           "fit(X, y=labels) or set model.class_head=false")
+    y = np.asarray(y)
+    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+        raise ReconadError(f"class labels must be {n} integers, one per training image; got "
+                           f"shape {y.shape} of {y.dtype}")
+    classes, index = np.unique(y, return_inverse=True)
+    return [int(c) for c in classes], index.astype(np.int64)
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:

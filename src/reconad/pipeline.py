@@ -78,10 +78,15 @@ def run(
                   f"{'x'.join(map(str, dataset.image_shape))}")
     console.print(_describe_sizes(sizes))
 
+    if config.model.class_head and splits.train_labels is None:
+        raise ReconadError(
+            f"model.class_head needs class labels on the training images, but the "
+            f"{config.scenario.kind} scenario trains on {splits.train_group} images without "
+            "them; set model.class_head=false")
     detector = Detector(
-        model=config.model, loss=config.loss, train=config.train, score=config.score.kind,
+        model=config.model, loss=config.loss, train=config.train, score=config.score,
         quantile=config.threshold.quantile, seed=config.seed, progress=progress,
-    ).fit(splits.train, splits.val)
+    ).fit(splits.train, splits.val, y=splits.train_labels if config.model.class_head else None)
     detector.preprocessing_ = {
         "resize": list(config.data.resize) if config.data.resize else None,
         "grayscale": config.data.grayscale,
@@ -103,7 +108,8 @@ def run(
 
     metrics = {
         "reconad_version": __version__, "name": config.name, "scenario": config.scenario.kind,
-        "score": config.score.kind, "chosen_threshold": chosen,
+        "score": config.score.kind, "score_parts": list(config.score.parts),
+        "chosen_threshold": chosen,
         "training": detector.history_.summary(),
         "train": {"groups": group_stats(detector.score_samples(splits.train),
                                         np.full(len(splits.train), splits.train_group))},

@@ -72,12 +72,15 @@ class Splits:
         val: (M, C, H, W) held-out training images (early stopping, quantile threshold).
         sets: evaluated sets: "dev" and "eval" always, "final" in holdout with split_final.
         train_group: what the training images are, e.g. "normal" or "unlabelled pool".
+        train_labels: (N,) int64 class of each training image where the scenario may use it
+            (the normal classes of holdout and one-class), else None (an unlabelled pool).
     """
 
     train: np.ndarray
     val: np.ndarray
     sets: dict[str, EvalSet]
     train_group: str
+    train_labels: np.ndarray | None = None
 
     def sizes(self) -> dict:
         """``{"train": n, "val": n, "dev": {"normal": n, "class 8": n}, "eval": {...}}``."""
@@ -162,7 +165,8 @@ def _holdout(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
     if cfg.split_final:
         sets["final"] = _concat(_normals(data.test_x, test_y, final_normal, "test"),
                                 anomalies(cfg.eval_anomaly))
-    return Splits(data.train_x[train_idx], data.train_x[val_idx], sets, "normal")
+    return Splits(data.train_x[train_idx], data.train_x[val_idx], sets, "normal",
+                  train_y[train_idx].astype(np.int64))
 
 
 def _one_class(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
@@ -201,7 +205,7 @@ def _one_class(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
     evaluation = _concat(_normals(data.test_x, test_y, test_normal, "test"),
                          _by_class(data.test_x, test_y, test_other, "test", "class "))
     return Splits(data.train_x[train_idx], data.train_x[val_idx],
-                  {"dev": dev, "eval": evaluation}, "normal")
+                  {"dev": dev, "eval": evaluation}, "normal", train_y[train_idx].astype(np.int64))
 
 
 def _corruption(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
@@ -234,7 +238,8 @@ def _corruption(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
         "eval": with_copies(data.test_x, test_y, test_pool, "test", cfg.corrupt_fraction,
                             "eval anomalies"),
     }
-    return Splits(data.train_x[train_idx], data.train_x[val_idx], sets, "normal")
+    return Splits(data.train_x[train_idx], data.train_x[val_idx], sets, "normal",
+                  None if train_y is None else train_y[train_idx].astype(np.int64))
 
 
 def _contamination(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:

@@ -2,9 +2,17 @@
 
 >>> scores = score_images(model, images, "mse")   # (N,) float64
 >>> maps = error_maps(model, images, "mse")       # (N, H, W) float32
+
+A score can also combine several parts (``score.parts``): the reconstruction error
+(``recon``), the distance of the code to its nearest training codes (``latent_knn``) and the
+class head's energy (``class_energy``). :func:`score_parts` computes them in one pass;
+:class:`Calibration` puts them on one scale (standardised on normal validation images) and
+sums them.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -47,3 +55,69 @@ def error_maps(model: nn.Module, x: np.ndarray, kind: str = "mse") -> np.ndarray
     model.eval()
     parts = [error_map(kind, model(batch), batch).numpy() for batch in _batches(x)]
     return np.concatenate(parts) if parts else np.empty((0, *x.shape[2:]), dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- composite scores
+
+LOG_PARTS = ("recon", "latent_knn")  # positive distances: standardised on a log scale
+
+
+@torch.no_grad()
+def latent_codes(model: nn.Module, x: np.ndarray) -> torch.Tensor:
+    """The codes of ``x`` (N, C, H, W), flattened to (N, D) float32."""
+    model.eval()
+    parts = [model.encode(batch).flatten(1) for batch in _batches(x)]
+    return torch.cat(parts) if parts else torch.empty(0, 0)
+
+
+@torch.no_grad()
+def score_parts(model: nn.Module, x: np.ndarray, parts: list[str], kind: str = "mse",
+                bank: torch.Tensor | None = None, k: int = 5) -> dict[str, np.ndarray]:
+    """Each requested part's raw score of ``x`` (N, C, H, W): ``{part: (N,) float64}``.
+
+    ``bank`` (M, D) holds the training codes ``latent_knn`` measures against (mean Euclidean
+    distance to the ``k`` nearest); ``class_energy`` uses the model's ``class_head``.
+    """
+    model.eval()
+    out: dict[str, list[np.ndarray]] = {part: [] for part in parts}
+    for batch in _batches(x):
+        code = model.encode(batch)
+        if "recon" in out:
+            out["recon"].append(per_image_loss(kind, model.decode(code), batch).double().numpy())
+        if "latent_knn" in out:
+            # float64: the matmul form of cdist loses small distances in float32.
+            dist = torch.cdist(code.flatten(1).double(), bank.double())  # (B, M)
+            nearest = dist.topk(min(k, bank.shape[0]), dim=1, largest=False).values
+            out["latent_knn"].append(nearest.mean(1).numpy())
+        if "class_energy" in out:
+            logits = model.class_head(code)
+            out["class_energy"].append((-torch.logsumexp(logits, dim=1)).double().numpy())
+    return {part: np.concatenate(v) if v else np.empty(0) for part, v in out.items()}
+
+
+@dataclass
+class Calibration:
+    """Per-part location and scale that put several score parts on one scale.
+
+    A part's standardised value is ``(t(s) - mean) / std`` with ``t = log`` for the distances
+    (``recon``, ``latent_knn``) and the identity for ``class_energy``; the score is their sum,
+    so each part counts in units of its own spread over normal images.
+    """
+
+    mean: dict[str, float]
+    std: dict[str, float]
+
+    @classmethod
+    def fit(cls, parts: dict[str, np.ndarray]) -> Calibration:
+        """Location and scale of each part's scores on normal (validation) images."""
+        values = {p: _transform(p, v) for p, v in parts.items()}
+        return cls({p: float(v.mean()) for p, v in values.items()},
+                   {p: float(v.std()) or 1.0 for p, v in values.items()})
+
+    def combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
+        """The summed standardised parts, (N,) float64."""
+        return sum((_transform(p, v) - self.mean[p]) / self.std[p] for p, v in parts.items())
+
+
+def _transform(part: str, values: np.ndarray) -> np.ndarray:
+    return np.log(np.maximum(values, 1e-12)) if part in LOG_PARTS else values

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from reconad.augment import augment_batch
 from reconad.config import LossConfig, TrainConfig
@@ -90,13 +91,19 @@ def mean_loss(model: nn.Module, x: torch.Tensor, loss_fn) -> float:
     return total / max(len(x), 1)
 
 
-def _train_epoch(model, x, loss_fn, optimizer, cfg: TrainConfig, generator, on_batch) -> float:
-    """One pass over ``x`` in a fresh random order; returns the mean training loss."""
+def _train_epoch(model, x, y, loss_fn, class_weight: float, optimizer, cfg: TrainConfig,
+                 generator, on_batch) -> float:
+    """One pass over ``x`` in a fresh random order; returns the mean reconstruction loss.
+
+    With class indices ``y`` (N,) the model's ``class_head`` is trained on the codes too:
+    ``class_weight`` times the cross-entropy is added to the loss.
+    """
     model.train()
     order = torch.randperm(len(x), generator=generator)
     total, seen = 0.0, 0
     for start in range(0, len(x), cfg.batch_size):
-        target = x[order[start : start + cfg.batch_size]]  # (B, C, H, W)
+        batch = order[start : start + cfg.batch_size]
+        target = x[batch]  # (B, C, H, W)
         if cfg.augment_rotation or cfg.augment_zoom or cfg.augment_shift:
             target = augment_batch(
                 target, cfg.augment_rotation, cfg.augment_zoom, cfg.augment_shift, generator
@@ -109,6 +116,8 @@ def _train_epoch(model, x, loss_fn, optimizer, cfg: TrainConfig, generator, on_b
         loss = per_image.mean()
         if cfg.l1_latent:
             loss = loss + cfg.l1_latent * code.abs().mean()
+        if y is not None:
+            loss = loss + class_weight * F.cross_entropy(model.class_head(code), y[batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -131,9 +140,13 @@ def fit_model(
     train_cfg: TrainConfig,
     seed: int,
     progress: bool = True,
+    train_y: np.ndarray | None = None,
 ) -> History:
     """Train ``model`` in place on ``train_x`` (N, C, H, W) to reconstruct its input.
 
+    ``train_y`` (N,) class indices 0..K-1 of the normal images train the model's
+    ``class_head`` alongside (weight ``loss_cfg.class_weight``); the validation loss stays the
+    reconstruction loss.
     Early stopping watches the mean validation loss of ``val_x`` (normal images only: no anomaly
     labels are needed) and restores the best weights at the end. Ctrl-C stops training and keeps
     the best model so far (``History.interrupted``). Fixed seeds give identical numbers run to run.
@@ -144,6 +157,9 @@ def fit_model(
     x = torch.from_numpy(np.ascontiguousarray(train_x, dtype=np.float32))
     xv = None if val_x is None or len(val_x) == 0 else torch.from_numpy(
         np.ascontiguousarray(val_x, dtype=np.float32))
+    y = None
+    if train_y is not None and hasattr(model, "class_head"):
+        y = torch.as_tensor(np.asarray(train_y), dtype=torch.long)
     loss_fn = loss_from_config(loss_cfg)
     optimizer = make_optimizer(model, train_cfg)
     scheduler = make_scheduler(optimizer, train_cfg)
@@ -159,7 +175,8 @@ def fit_model(
                 epoch_start = time.perf_counter()
                 bar.start_epoch(epoch)
                 train_loss = _train_epoch(
-                    model, x, loss_fn, optimizer, train_cfg, generator, bar.advance
+                    model, x, y, loss_fn, loss_cfg.class_weight, optimizer, train_cfg,
+                    generator, bar.advance
                 )
                 val_loss = mean_loss(model, xv, loss_fn) if xv is not None else None
                 watched = val_loss if val_loss is not None else train_loss

@@ -24,20 +24,37 @@ from reconad.models.dense import DenseAutoencoder
 __all__ = ["ConvAutoencoder", "DenseAutoencoder", "build_model", "count_parameters"]
 
 
-def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int]) -> nn.Module:
+def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int],
+                n_classes: int = 0) -> nn.Module:
     """Build the autoencoder ``cfg`` describes for images of shape ``input_shape``.
 
     Args:
         cfg: The ``model`` section of the config.
         input_shape: ``(C, H, W)`` of the images, taken from the data.
+        n_classes: Number of normal classes for ``cfg.class_head`` (ignored without it).
 
     Returns:
-        A freshly initialised :class:`DenseAutoencoder` or :class:`ConvAutoencoder`.
+        A freshly initialised :class:`DenseAutoencoder` or :class:`ConvAutoencoder`; with
+        ``cfg.class_head`` it also has ``class_head``, a linear classifier of the code.
 
     Raises:
         ReconadError: If the shape is not three positive sizes, the code is larger than the
-            input, or the conv kernel is even.
+            input, the conv kernel is even, or a class head gets fewer than two classes.
     """
+    model = _autoencoder(cfg, input_shape)
+    if cfg.class_head:
+        if n_classes < 2:
+            raise ReconadError(
+                f"model.class_head needs normal training images of at least two labelled "
+                f"classes (got {n_classes}); name several normal classes, or set "
+                "model.class_head=false and score.parts=[recon,latent_knn]")
+        code_size = cfg.latent if cfg.kind == "dense" or cfg.bottleneck else math.prod(
+            model.feature_shape)
+        model.class_head = nn.Sequential(nn.Flatten(), nn.Linear(code_size, n_classes))
+    return model
+
+
+def _autoencoder(cfg: ModelConfig, input_shape: tuple[int, int, int]) -> nn.Module:
     shape = _check_shape(input_shape)
     size = math.prod(shape)
     if (cfg.kind == "dense" or cfg.bottleneck) and cfg.latent > size:

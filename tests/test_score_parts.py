@@ -1,0 +1,144 @@
+"""Composite scores: class head, latent kNN, class energy, calibration, save/load, bad setups."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from reconad.config import ModelConfig, load_config
+from reconad.detector import BANK_KEY, Detector
+from reconad.errors import ReconadError
+from reconad.models import build_model
+from reconad.scoring import Calibration, latent_codes, score_images
+
+TRAIN = {"epochs": 8, "batch_size": 32, "lr": 3e-3}
+MODEL = {"kind": "dense", "hidden": [64], "latent": 6, "class_head": True}
+PARTS = {"parts": ["recon", "latent_knn", "class_energy"], "knn_k": 3, "knn_bank": 150}
+
+
+@pytest.fixture(scope="module")
+def data(tiny_images):
+    """Classes 0-2 are normal (with their labels), class 3 is the anomaly."""
+    x, y = tiny_images
+    normal = y < 3
+    return x[normal], y[normal] + 10, x, y == 3  # labels 10..12: any integers work
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    x, y, _, _ = data
+    return Detector(model=MODEL, train=TRAIN, score=PARTS).fit(x, y=y)
+
+
+def test_parts_match_their_definitions(fitted, data):
+    _, _, x_all, _ = data
+    model = fitted.model_
+    parts = fitted.score_parts(x_all)
+    np.testing.assert_allclose(parts["recon"], score_images(model, x_all, "mse"), rtol=1e-6)
+    # latent_knn: brute-force mean distance to the 3 nearest bank codes.
+    codes = latent_codes(model, x_all).double().numpy()
+    bank = fitted.knn_bank_.double().numpy()
+    dist = np.sqrt(((codes[:, None, :] - bank[None]) ** 2).sum(-1))
+    np.testing.assert_allclose(parts["latent_knn"], np.sort(dist, 1)[:, :3].mean(1), rtol=1e-4)
+    with torch.no_grad():
+        logits = model.class_head(model.encode(torch.from_numpy(x_all))).double().numpy()
+    energy = -np.log(np.exp(logits).sum(1))
+    np.testing.assert_allclose(parts["class_energy"], energy, rtol=1e-5, atol=1e-6)
+
+
+def test_bank_is_a_seeded_sample_of_the_training_codes(fitted, data):
+    assert fitted.knn_bank_.shape == (150, 6)
+    assert fitted.classes_ == [10, 11, 12]
+
+
+def test_class_head_learns_the_normal_classes(fitted, data):
+    x, y, _, _ = data
+    with torch.no_grad():
+        logits = fitted.model_.class_head(fitted.model_.encode(torch.from_numpy(x)))
+    predicted = np.asarray(fitted.classes_)[logits.argmax(1).numpy()]
+    assert (predicted == y).mean() > 0.9
+
+
+def test_combined_score_is_the_sum_of_standardised_parts(fitted, data):
+    _, _, x_all, is_anomaly = data
+    parts = fitted.score_parts(x_all)
+    cal = fitted.calibration_
+    expected = ((np.log(parts["recon"]) - cal.mean["recon"]) / cal.std["recon"]
+                + (np.log(parts["latent_knn"]) - cal.mean["latent_knn"]) / cal.std["latent_knn"]
+                + (parts["class_energy"] - cal.mean["class_energy"]) / cal.std["class_energy"])
+    scores = fitted.score_samples(x_all)
+    np.testing.assert_allclose(scores, expected, rtol=1e-6, atol=1e-9)
+    assert roc_auc_score(is_anomaly, scores) > 0.95
+    # Calibrated on the validation normals: their standardised parts have mean 0 and std 1.
+    assert fitted.threshold_ == pytest.approx(np.quantile(fitted.val_scores_, 0.99))
+
+
+def test_calibration_standardises_each_part():
+    rng = np.random.default_rng(0)
+    parts = {"recon": rng.lognormal(-4, 0.5, 1000), "class_energy": rng.normal(-3, 2, 1000)}
+    cal = Calibration.fit(parts)
+    assert cal.mean["recon"] == pytest.approx(-4, abs=0.05)
+    assert cal.std["class_energy"] == pytest.approx(2, abs=0.15)
+    combined = cal.combine(parts)
+    assert combined.mean() == pytest.approx(0, abs=1e-9)
+    assert combined.std() == pytest.approx(np.sqrt(2), abs=0.15)  # two nearly independent parts
+
+
+def test_one_part_alone_is_its_raw_value(data):
+    x, _, x_all, _ = data
+    det = Detector(model={"hidden": [32], "latent": 4}, train={"epochs": 2},
+                   score={"parts": ["latent_knn"], "knn_k": 2}).fit(x)
+    assert det.calibration_ is None
+    np.testing.assert_array_equal(det.score_samples(x_all), det.score_parts(x_all)["latent_knn"])
+
+
+def test_save_load_keeps_bank_classes_and_calibration(fitted, data, tmp_path):
+    _, _, x_all, _ = data
+    path = fitted.save(tmp_path / "det.safetensors")
+    loaded = Detector.load(path)
+    np.testing.assert_array_equal(loaded.score_samples(x_all), fitted.score_samples(x_all))
+    assert loaded.classes_ == [10, 11, 12]
+    assert torch.equal(loaded.knn_bank_, fitted.knn_bank_)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        assert BANK_KEY in handle.keys()
+
+
+def test_class_head_without_labels_is_refused(data):
+    x, y, _, _ = data
+    with pytest.raises(ReconadError, match=r"needs the training images' class labels"):
+        Detector(model=MODEL, train={"epochs": 1}).fit(x)
+    with pytest.raises(ReconadError, match="class labels must be 300 integers"):
+        Detector(model=MODEL, train={"epochs": 1}).fit(x, y=y[:10])
+    with pytest.raises(ReconadError, match="at least two labelled classes"):
+        Detector(model=MODEL, train={"epochs": 1}).fit(x, y=np.zeros(len(x), int))
+
+
+def test_class_energy_needs_a_class_head(data):
+    x, _, _, _ = data
+    with pytest.raises(ReconadError, match="class_energy needs model.class_head=true"):
+        Detector(score={"parts": ["recon", "class_energy"]}).fit(x)
+    with pytest.raises(ReconadError, match="class_energy needs model.class_head=true"):
+        load_config("default", ["model.class_head=false", "score.parts=[class_energy]"])
+    with pytest.raises(ReconadError, match="names a part twice"):
+        load_config("default", ["score.parts=[recon,recon]"])
+
+
+def test_conv_class_head_sits_on_the_code():
+    model = build_model(ModelConfig(kind="conv", channels=[4, 8], latent=5, class_head=True),
+                        (1, 16, 16), n_classes=3)
+    logits = model.class_head(model.encode(torch.zeros(2, 1, 16, 16)))
+    assert logits.shape == (2, 3)
+
+
+def test_pipeline_refuses_a_class_head_on_an_unlabelled_pool(mnist_dir, tmp_path):
+    cfg = load_config("contamination-1-3", ["data.max_train=600", "data.max_test=400",
+                                            f"data.data_dir={mnist_dir}", "model.class_head=true"])
+    from reconad.pipeline import run
+
+    with pytest.raises(ReconadError, match="contamination scenario trains on unlabelled pool"):
+        run(cfg, tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()
