@@ -158,6 +158,10 @@ class TrainConfig(_Section):
     min_delta: Annotated[float, Field(ge=0.0)] = 0.0
     l1_latent: Annotated[float, Field(ge=0.0)] = 0.0
     """Weight of the L1 penalty on the code (sparse autoencoder)."""
+    trim: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.0
+    """Robust training on a pool that holds a few anomalies: each epoch leaves out this
+    fraction of the training images with the highest loss (scored before the epoch), so the
+    odd ones are not learnt. Set it to the expected contamination, e.g. 0.01."""
     denoise: Literal["none", "gaussian", "salt-pepper", "blur", "patch", "speckle"] = "none"
     """Denoising training: corrupt the input with this noise, reconstruct the clean image."""
     denoise_level: Annotated[float, Field(gt=0.0)] = 0.2
@@ -179,6 +183,10 @@ class ScoreConfig(_Section):
 
     kind: Literal["mse", "l1", "bce", "ssim"] = "mse"
     """The reconstruction dissimilarity (the ``recon`` part)."""
+    complexity: Literal["none", "tv"] = "none"
+    """``tv``: divide the reconstruction error by the image's total variation (mean absolute
+    difference of neighbouring pixels). Errors sit on edges, so without it a detailed normal
+    image (a thick 8) outscores a plain anomaly (a thin 1); with it both are on one scale."""
     parts: Annotated[list[ScorePart], Field(min_length=1)] = ["recon"]
     """What the score is made of: ``recon`` (reconstruction error), ``latent_knn`` (mean
     distance of the code to its ``knn_k`` nearest training codes), ``class_energy`` (the class

@@ -35,8 +35,9 @@ from reconad.scoring import (
 from reconad.train import History, fit_model
 
 FORMAT = "reconad-detector"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # version 1: no score parts, "score" is the kind string
+FORMAT_VERSION = 3
+# version 1: no score parts, "score" is the kind string; version 2: no score.complexity
+READABLE_VERSIONS = (1, 2, 3)
 BANK_KEY = "reconad.knn_bank"  # the latent_knn training codes, beside the model weights
 
 
@@ -221,7 +222,8 @@ class Detector:
         """Anomaly score per image, shape (N,): higher = more anomalous."""
         x = self._inputs(X)
         if self.score_config_.parts == ["recon"]:
-            return score_images(self.model_, x, self.score_kind_)
+            return score_images(self.model_, x, self.score_kind_,
+                                self.score_config_.complexity)
         parts = self._parts(x)
         if self.calibration_ is None:
             return next(iter(parts.values()))
@@ -233,7 +235,8 @@ class Detector:
 
     def _parts(self, x: np.ndarray) -> dict[str, np.ndarray]:
         cfg = self.score_config_
-        return score_parts(self.model_, x, cfg.parts, cfg.kind, self.knn_bank_, cfg.knn_k)
+        return score_parts(self.model_, x, cfg.parts, cfg.kind, self.knn_bank_, cfg.knn_k,
+                           cfg.complexity)
 
     def predict(self, X: Any) -> np.ndarray:
         """1 for anomalies (score > ``threshold_``), 0 for normal images, shape (N,)."""

@@ -3,6 +3,12 @@
 >>> scores = score_images(model, images, "mse")   # (N,) float64
 >>> maps = error_maps(model, images, "mse")       # (N, H, W) float32
 
+With ``complexity="tv"`` the reconstruction error is divided by the image's total variation
+(:func:`total_variation`). Reconstruction errors sit on stroke edges, so a detailed image (a
+thick 8) has a large error even when it is normal and a plain one (a thin 1) a small error even
+when it is anomalous; the ratio puts both on one scale. This is the input-complexity correction
+of Serra et al. (ICLR 2020) applied to reconstruction errors.
+
 A score can also combine several parts (``score.parts``): the reconstruction error
 (``recon``), the distance of the code to its nearest training codes (``latent_knn``) and the
 class head's energy (``class_energy``). :func:`score_parts` computes them in one pass;
@@ -18,10 +24,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from reconad.errors import ReconadError
 from reconad.losses import error_map, per_image_loss
 
 SCORE_KINDS = ("mse", "l1", "bce", "ssim")
+COMPLEXITIES = ("none", "tv")
 BATCH = 2048  # images per forward pass; no gradients are kept, so this only bounds memory
+# Total variation below this is treated as this (a blank image): MNIST digits have 0.05-0.24.
+TV_FLOOR = 1e-3
 
 
 def _batches(x: np.ndarray):
@@ -37,15 +47,42 @@ def reconstruct(model: nn.Module, x: np.ndarray) -> np.ndarray:
     return np.concatenate(parts) if parts else np.empty_like(x, dtype=np.float32)
 
 
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """How much edge each image of ``x`` (B, C, H, W) has, (B,): the mean absolute difference
+    between vertically neighbouring pixels plus that between horizontally neighbouring ones.
+
+    0 for a blank image, 1 for one-pixel-wide black and white stripes, 2 for a one-pixel
+    checkerboard.
+    """
+    dy = (x[:, :, 1:, :] - x[:, :, :-1, :]).abs().mean(dim=(1, 2, 3))
+    dx = (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().mean(dim=(1, 2, 3))
+    return dy + dx
+
+
+def recon_error(x_hat: torch.Tensor, x: torch.Tensor, kind: str = "mse",
+                complexity: str = "none") -> torch.Tensor:
+    """Reconstruction error of each image (B,): the per-image ``kind`` loss of ``x_hat``
+    against ``x``, divided by ``x``'s total variation when ``complexity`` is ``tv``."""
+    error = per_image_loss(kind, x_hat, x)
+    if complexity == "tv":
+        return error / total_variation(x).clamp_min(TV_FLOOR)
+    if complexity != "none":
+        raise ReconadError(f"unknown score.complexity {complexity!r}; choose none or tv")
+    return error
+
+
 @torch.no_grad()
-def score_images(model: nn.Module, x: np.ndarray, kind: str = "mse") -> np.ndarray:
+def score_images(model: nn.Module, x: np.ndarray, kind: str = "mse",
+                 complexity: str = "none") -> np.ndarray:
     """Per-image anomaly score of ``x`` (N, C, H, W): higher = more anomalous.
 
     ``kind`` is the reconstruction dissimilarity: ``mse``, ``l1``, ``bce`` or ``ssim``
-    (1 - SSIM of input and reconstruction).
+    (1 - SSIM of input and reconstruction); ``complexity="tv"`` divides it by the image's
+    total variation (see the module docstring).
     """
     model.eval()
-    parts = [per_image_loss(kind, model(batch), batch).double().numpy() for batch in _batches(x)]
+    parts = [recon_error(model(batch), batch, kind, complexity).double().numpy()
+             for batch in _batches(x)]
     return np.concatenate(parts) if parts else np.empty(0)
 
 
@@ -72,18 +109,21 @@ def latent_codes(model: nn.Module, x: np.ndarray) -> torch.Tensor:
 
 @torch.no_grad()
 def score_parts(model: nn.Module, x: np.ndarray, parts: list[str], kind: str = "mse",
-                bank: torch.Tensor | None = None, k: int = 5) -> dict[str, np.ndarray]:
+                bank: torch.Tensor | None = None, k: int = 5,
+                complexity: str = "none") -> dict[str, np.ndarray]:
     """Each requested part's raw score of ``x`` (N, C, H, W): ``{part: (N,) float64}``.
 
-    ``bank`` (M, D) holds the training codes ``latent_knn`` measures against (mean Euclidean
-    distance to the ``k`` nearest); ``class_energy`` uses the model's ``class_head``.
+    ``recon`` is :func:`recon_error` (``kind``, ``complexity``); ``bank`` (M, D) holds the
+    training codes ``latent_knn`` measures against (mean Euclidean distance to the ``k``
+    nearest); ``class_energy`` uses the model's ``class_head``.
     """
     model.eval()
     out: dict[str, list[np.ndarray]] = {part: [] for part in parts}
     for batch in _batches(x):
         code = model.encode(batch)
         if "recon" in out:
-            out["recon"].append(per_image_loss(kind, model.decode(code), batch).double().numpy())
+            out["recon"].append(
+                recon_error(model.decode(code), batch, kind, complexity).double().numpy())
         if "latent_knn" in out:
             # float64: the matmul form of cdist loses small distances in float32.
             dist = torch.cdist(code.flatten(1).double(), bank.double())  # (B, M)
