@@ -122,3 +122,35 @@ def test_without_validation_the_training_loss_is_watched(data):
     history = fit_model(_model(), train_x, None, LossConfig(),
                         TrainConfig(epochs=2, batch_size=64), seed=0, progress=False)
     assert history.rows[0]["val_loss"] is None and history.best_epoch >= 1
+
+
+def test_trim_leaves_the_highest_loss_images_out_of_each_epoch(data, monkeypatch):
+    train_x, val_x = data
+    odd = 1.0 - train_x[:6]  # 2 % inverted images: the highest loss under any bar model
+    pool = np.concatenate([train_x, odd])
+    seen = []
+    real_epoch = train_module._train_epoch
+
+    def recording(*args, **kwargs):
+        seen.append(args[-1])  # the pool of image indices the epoch trains on
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_train_epoch", recording)
+    fit_model(_model(), pool, val_x, LossConfig(),
+              TrainConfig(epochs=3, batch_size=32, lr=3e-3, trim=0.02), seed=0, progress=False)
+    odd_idx = set(range(len(train_x), len(pool)))
+    for epoch_pool in seen[1:]:  # after one epoch the inverted images have the highest loss
+        kept = set(epoch_pool.tolist())
+        assert len(kept) == len(pool) - 6 and not kept & odd_idx
+
+
+def test_trimmed_drops_exactly_the_highest_losses():
+    losses = torch.tensor([0.5, 0.1, 0.9, 0.3, 0.7])
+
+    def loss_fn(x_hat, x):  # the "images" carry their own loss
+        return x.flatten(1)[:, 0]
+
+    x = losses.view(5, 1, 1, 1)
+    model = torch.nn.Identity()
+    assert train_module.trimmed(model, x, loss_fn, 0.4).tolist() == [0, 1, 3]
+    assert train_module.trimmed(model, x, loss_fn, 0.0).tolist() == [0, 1, 2, 3, 4]

@@ -81,25 +81,37 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
 
 
 @torch.no_grad()
+def image_losses(model: nn.Module, x: torch.Tensor, loss_fn) -> torch.Tensor:
+    """Per-image loss of ``model`` on ``x`` (B, C, H, W), in eval mode: (B,)."""
+    model.eval()
+    parts = [loss_fn(model(x[start : start + EVAL_BATCH]), x[start : start + EVAL_BATCH])
+             for start in range(0, len(x), EVAL_BATCH)]
+    return torch.cat(parts) if parts else torch.empty(0)
+
+
 def mean_loss(model: nn.Module, x: torch.Tensor, loss_fn) -> float:
     """Mean per-image loss of ``model`` on ``x`` (B, C, H, W), in eval mode."""
-    model.eval()
-    total = 0.0
-    for start in range(0, len(x), EVAL_BATCH):
-        batch = x[start : start + EVAL_BATCH]
-        total += float(loss_fn(model(batch), batch).sum())
-    return total / max(len(x), 1)
+    return float(image_losses(model, x, loss_fn).sum()) / max(len(x), 1)
+
+
+def trimmed(model: nn.Module, x: torch.Tensor, loss_fn, fraction: float) -> torch.Tensor:
+    """Indices (ascending) of ``x`` without the ``fraction`` of images of highest loss."""
+    keep = len(x) - int(round(fraction * len(x)))
+    return image_losses(model, x, loss_fn).argsort()[:keep].sort().values
 
 
 def _train_epoch(model, x, y, loss_fn, class_weight: float, optimizer, cfg: TrainConfig,
-                 generator, on_batch) -> float:
-    """One pass over ``x`` in a fresh random order; returns the mean reconstruction loss.
+                 generator, on_batch, pool: torch.Tensor | None = None) -> float:
+    """One pass over ``x`` (or its images ``pool``) in a fresh random order; returns the mean
+    reconstruction loss.
 
     With class indices ``y`` (N,) the model's ``class_head`` is trained on the codes too:
     ``class_weight`` times the cross-entropy is added to the loss.
     """
     model.train()
-    order = torch.randperm(len(x), generator=generator)
+    order = torch.randperm(len(x) if pool is None else len(pool), generator=generator)
+    if pool is not None:
+        order = pool[order]
     total, seen = 0.0, 0
     for start in range(0, len(x), cfg.batch_size):
         batch = order[start : start + cfg.batch_size]
@@ -146,7 +158,9 @@ def fit_model(
 
     ``train_y`` (N,) class indices 0..K-1 of the normal images train the model's
     ``class_head`` alongside (weight ``loss_cfg.class_weight``); the validation loss stays the
-    reconstruction loss.
+    reconstruction loss. With ``train_cfg.trim`` each epoch trains only on the images whose
+    loss under the current model is not among the highest ``trim`` fraction (robust training
+    on a contaminated pool: the odd ones stay unlearnt, so they keep a high score).
     Early stopping watches the mean validation loss of ``val_x`` (normal images only: no anomaly
     labels are needed) and restores the best weights at the end. Ctrl-C stops training and keeps
     the best model so far (``History.interrupted``). Fixed seeds give identical numbers run to run.
@@ -168,15 +182,17 @@ def fit_model(
     best_state = copy.deepcopy(model.state_dict())
     best, bad_epochs = float("inf"), 0
     started = time.perf_counter()
-    bar = _ProgressBar(progress, train_cfg.epochs, len(x))
+    bar = _ProgressBar(progress, train_cfg.epochs)
     try:
         with bar:
             for epoch in range(1, train_cfg.epochs + 1):
                 epoch_start = time.perf_counter()
-                bar.start_epoch(epoch)
+                pool = (trimmed(model, x, loss_fn, train_cfg.trim) if train_cfg.trim > 0
+                        else None)
+                bar.start_epoch(epoch, len(x) if pool is None else len(pool))
                 train_loss = _train_epoch(
                     model, x, y, loss_fn, loss_cfg.class_weight, optimizer, train_cfg,
-                    generator, bar.advance
+                    generator, bar.advance, pool
                 )
                 val_loss = mean_loss(model, xv, loss_fn) if xv is not None else None
                 watched = val_loss if val_loss is not None else train_loss
@@ -210,8 +226,8 @@ def fit_model(
 class _ProgressBar:
     """A rich progress bar per epoch showing the running losses (silent when disabled)."""
 
-    def __init__(self, enabled: bool, epochs: int, n: int) -> None:
-        self.enabled, self.epochs, self.n = enabled, epochs, n
+    def __init__(self, enabled: bool, epochs: int) -> None:
+        self.enabled, self.epochs = enabled, epochs
         self.task = None
         if enabled:
             from rich.progress import (
@@ -236,10 +252,10 @@ class _ProgressBar:
         if self.enabled:
             self.progress.__exit__(*exc)
 
-    def start_epoch(self, epoch: int) -> None:
+    def start_epoch(self, epoch: int, n: int) -> None:
         if self.enabled:
             self.task = self.progress.add_task(
-                f"epoch {epoch}/{self.epochs}", total=self.n, losses="")
+                f"epoch {epoch}/{self.epochs}", total=n, losses="")
 
     def advance(self, count: int, running_loss: float) -> None:
         if self.enabled:
