@@ -60,7 +60,8 @@ def evaluate_scores(scores: dict[str, np.ndarray], splits: Splits, val_scores: n
     ``val_scores`` are the normal validation images' scores (for the quantile threshold).
     """
     dev = splits.sets["dev"]
-    found = compute_thresholds(scores["dev"], dev.is_anomaly, val_scores, threshold)
+    found = compute_thresholds(scores["dev"], dev.is_anomaly,
+                               splits.quantile_reference(scores["dev"], val_scores), threshold)
     usable = {k: v for k, v in found.items() if v is not None}
     return {name: evaluate_set(scores[name], s.is_anomaly, s.group, usable)
             for name, s in splits.sets.items()}

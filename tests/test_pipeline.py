@@ -136,6 +136,13 @@ def test_contamination_reports_the_planted_images(mnist_dir, tmp_path):
     assert set(dev["groups"]) == {"normal", "planted class 3"}
     assert dev["n_anomaly"] == round(0.01 * dev["n_normal"])
     assert "precision" in dev["thresholds"]["quantile"]
+    # The quantile threshold is taken over the whole unlabelled pool (the dev set), not over
+    # its small validation part: it flags the expected fraction of the pool.
+    rows = [r for r in _scores_csv(result.run_dir) if r["set"] == "dev"]
+    scores = np.array([float(r["score"]) for r in rows])
+    quantile = dev["thresholds"]["quantile"]
+    assert quantile["value"] == pytest.approx(np.quantile(scores, 0.999))
+    assert quantile["tp"] + quantile["fp"] == int((scores > quantile["value"]).sum())
 
 
 def test_a_failed_run_leaves_no_directory(mnist_dir, tmp_path, monkeypatch):

@@ -96,8 +96,9 @@ def run(
 
     scores = {name: detector.score_samples(s.x) for name, s in splits.sets.items()}
     dev = splits.sets["dev"]
-    thresholds = compute_thresholds(scores["dev"], dev.is_anomaly, detector.val_scores_,
-                                    config.threshold)
+    thresholds = compute_thresholds(
+        scores["dev"], dev.is_anomaly,
+        splits.quantile_reference(scores["dev"], detector.val_scores_), config.threshold)
     chosen = config.threshold.method
     if thresholds.get(chosen) is None:
         raise ReconadError(f"threshold.method={chosen} cannot be computed on this development "

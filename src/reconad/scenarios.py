@@ -74,6 +74,7 @@ class Splits:
         train_group: what the training images are, e.g. "normal" or "unlabelled pool".
         train_labels: (N,) int64 class of each training image where the scenario may use it
             (the normal classes of holdout and one-class), else None (an unlabelled pool).
+        dev_is_pool: the dev set is the unlabelled training pool itself (contamination).
     """
 
     train: np.ndarray
@@ -81,6 +82,17 @@ class Splits:
     sets: dict[str, EvalSet]
     train_group: str
     train_labels: np.ndarray | None = None
+    dev_is_pool: bool = False
+
+    def quantile_reference(self, dev_scores: np.ndarray, val_scores: np.ndarray) -> np.ndarray:
+        """The scores the label-free ``quantile`` threshold is taken over.
+
+        The normal validation images' scores; but where the dev set is the unlabelled pool
+        (contamination) all of its scores, labels unused: protocol 4 flags "the images above a
+        high quantile of the scores", and the pool holds far more images than its validation
+        part, so a 99 % quantile rests on ~70 images instead of ~7.
+        """
+        return dev_scores if self.dev_is_pool else val_scores
 
     def sizes(self) -> dict:
         """``{"train": n, "val": n, "dev": {"normal": n, "class 8": n}, "eval": {...}}``."""
@@ -283,7 +295,8 @@ def _contamination(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
                                   plant(test_y, normal_test, "eval anomalies", "test"),
                                   "test", "class ", order=cfg.contaminant)),
     }
-    return Splits(data.train_x[train_idx], data.train_x[val_idx], sets, "unlabelled pool")
+    return Splits(data.train_x[train_idx], data.train_x[val_idx], sets, "unlabelled pool",
+                  dev_is_pool=True)
 
 
 _SCENARIOS: dict[str, Callable[[Dataset, ScenarioConfig, int], Splits]] = {
