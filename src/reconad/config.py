@@ -126,6 +126,10 @@ class ModelConfig(_Section):
     upsample: Literal["transpose", "upsample"] = "transpose"
     bottleneck: bool = True
     """conv: flatten to a dense code of size ``latent`` between encoder and decoder."""
+    members: Annotated[int, Field(ge=1, le=32)] = 1
+    """An ensemble: this many independently initialised autoencoders of the architecture
+    above, each trained on its own reconstruction loss; the detector reconstructs with their
+    mean and its code is their codes side by side. Averages out one initialisation's luck."""
     class_head: bool = False
     """A linear classifier on the code, trained on the normal images' own class labels
     (holdout/one-class with several normal classes). Needed by ``score.parts`` class_energy."""

@@ -22,6 +22,7 @@ from reconad.config import LossConfig, TrainConfig
 from reconad.corruptions import corrupt
 from reconad.errors import ReconadError
 from reconad.losses import loss_from_config
+from reconad.models import EnsembleAutoencoder
 
 EVAL_BATCH = 2048  # images per forward pass when only evaluating (no activations kept)
 
@@ -100,6 +101,17 @@ def trimmed(model: nn.Module, x: torch.Tensor, loss_fn, fraction: float) -> torc
     return image_losses(model, x, loss_fn).argsort()[:keep].sort().values
 
 
+def _reconstruction_loss(model: nn.Module, code: torch.Tensor, target: torch.Tensor,
+                         loss_fn) -> torch.Tensor:
+    """Per-image training loss (B,). An ensemble's members each learn on their own (the mean
+    of their losses), not jointly through their mean reconstruction, so they stay independent
+    models whose errors average out."""
+    if isinstance(model, EnsembleAutoencoder):
+        return torch.stack([loss_fn(r, target)
+                            for r in model.member_reconstructions(code)]).mean(dim=0)
+    return loss_fn(model.decode(code), target)
+
+
 def _train_epoch(model, x, y, loss_fn, class_weight: float, optimizer, cfg: TrainConfig,
                  generator, on_batch, pool: torch.Tensor | None = None) -> float:
     """One pass over ``x`` (or its images ``pool``) in a fresh random order; returns the mean
@@ -124,7 +136,7 @@ def _train_epoch(model, x, y, loss_fn, class_weight: float, optimizer, cfg: Trai
         if cfg.denoise != "none":
             inputs = corrupt(target, cfg.denoise, cfg.denoise_level, generator)
         code = model.encode(inputs)
-        per_image = loss_fn(model.decode(code), target)  # (B,)
+        per_image = _reconstruction_loss(model, code, target, loss_fn)  # (B,)
         loss = per_image.mean()
         if cfg.l1_latent:
             loss = loss + cfg.l1_latent * code.abs().mean()

@@ -20,8 +20,10 @@ from reconad.config import ModelConfig
 from reconad.errors import ReconadError
 from reconad.models.conv import ConvAutoencoder
 from reconad.models.dense import DenseAutoencoder
+from reconad.models.ensemble import EnsembleAutoencoder
 
-__all__ = ["ConvAutoencoder", "DenseAutoencoder", "build_model", "count_parameters"]
+__all__ = ["ConvAutoencoder", "DenseAutoencoder", "EnsembleAutoencoder", "build_model",
+           "count_parameters"]
 
 
 def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int],
@@ -34,7 +36,8 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int],
         n_classes: Number of normal classes for ``cfg.class_head`` (ignored without it).
 
     Returns:
-        A freshly initialised :class:`DenseAutoencoder` or :class:`ConvAutoencoder`; with
+        A freshly initialised :class:`DenseAutoencoder` or :class:`ConvAutoencoder` (an
+        :class:`EnsembleAutoencoder` of ``cfg.members`` of them when that is above 1); with
         ``cfg.class_head`` it also has ``class_head``, a linear classifier of the code.
 
     Raises:
@@ -42,15 +45,17 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int],
             input, the conv kernel is even, or a class head gets fewer than two classes.
     """
     model = _autoencoder(cfg, input_shape)
+    if cfg.members > 1:
+        model = EnsembleAutoencoder(
+            [model, *(_autoencoder(cfg, input_shape) for _ in range(cfg.members - 1))])
     if cfg.class_head:
         if n_classes < 2:
             raise ReconadError(
                 f"model.class_head needs normal training images of at least two labelled "
                 f"classes (got {n_classes}); name several normal classes, or set "
                 "model.class_head=false and score.parts=[recon,latent_knn]")
-        code_size = cfg.latent if cfg.kind == "dense" or cfg.bottleneck else math.prod(
-            model.feature_shape)
-        model.class_head = nn.Sequential(nn.Flatten(), nn.Linear(code_size, n_classes))
+        model.class_head = nn.Sequential(nn.Flatten(),
+                                         nn.Linear(math.prod(model.code_shape), n_classes))
     return model
 
 

@@ -96,6 +96,7 @@ class ConvAutoencoder(nn.Module):
         ph, pw = self.padded[0] - h, self.padded[1] - w
         self.pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
         self.feature_shape = (channels[-1], self.padded[0] // factor, self.padded[1] // factor)
+        self.code_shape = (latent,) if bottleneck else self.feature_shape
 
         ins = [c, *channels[:-1]]
         self.encoder = nn.Sequential(*(

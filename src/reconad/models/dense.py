@@ -46,6 +46,7 @@ class DenseAutoencoder(nn.Module):
     ) -> None:
         super().__init__()
         self.input_shape = tuple(input_shape)
+        self.code_shape = (latent,)
         size = math.prod(self.input_shape)
         widths = [size, *hidden]
         self.encoder = nn.Sequential(
