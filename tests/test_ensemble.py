@@ -58,5 +58,11 @@ def test_ensemble_detector_scores_the_mean_reconstruction_and_round_trips(tiny_i
     assert det.knn_bank_.shape[1] == 12
     members = torch.stack([m(torch.from_numpy(x)) for m in det.model_.members]).mean(0)
     np.testing.assert_allclose(det.reconstruct(x), members.detach().numpy(), rtol=1e-5)
+    # Each member has its own class head on its own code; the energy is their mean.
+    with torch.no_grad():
+        energies = [-torch.logsumexp(m.class_head(m.encode(torch.from_numpy(x))), dim=1)
+                    for m in det.model_.members]
+    np.testing.assert_allclose(det.score_parts(x)["class_energy"],
+                               torch.stack(energies).mean(0).numpy(), rtol=1e-5, atol=1e-6)
     loaded = Detector.load(det.save(tmp_path / "ens.safetensors"))
     np.testing.assert_array_equal(loaded.score_samples(x), det.score_samples(x))

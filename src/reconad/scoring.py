@@ -26,6 +26,7 @@ from torch import nn
 
 from reconad.errors import ReconadError
 from reconad.losses import error_map, per_image_loss
+from reconad.models import class_logits
 
 SCORE_KINDS = ("mse", "l1", "bce", "ssim")
 COMPLEXITIES = ("none", "tv")
@@ -115,7 +116,8 @@ def score_parts(model: nn.Module, x: np.ndarray, parts: list[str], kind: str = "
 
     ``recon`` is :func:`recon_error` (``kind``, ``complexity``); ``bank`` (M, D) holds the
     training codes ``latent_knn`` measures against (mean Euclidean distance to the ``k``
-    nearest); ``class_energy`` uses the model's ``class_head``.
+    nearest); ``class_energy`` is the class head's energy ``-logsumexp(logits)`` (the mean
+    over an ensemble's members).
     """
     model.eval()
     out: dict[str, list[np.ndarray]] = {part: [] for part in parts}
@@ -130,8 +132,10 @@ def score_parts(model: nn.Module, x: np.ndarray, parts: list[str], kind: str = "
             nearest = dist.topk(min(k, bank.shape[0]), dim=1, largest=False).values
             out["latent_knn"].append(nearest.mean(1).numpy())
         if "class_energy" in out:
-            logits = model.class_head(code)
-            out["class_energy"].append((-torch.logsumexp(logits, dim=1)).double().numpy())
+            # An ensemble's energy: the mean of its members' energies.
+            energy = torch.stack([-torch.logsumexp(logits, dim=1)
+                                  for logits in class_logits(model, code)]).mean(dim=0)
+            out["class_energy"].append(energy.double().numpy())
     return {part: np.concatenate(v) if v else np.empty(0) for part, v in out.items()}
 
 

@@ -22,7 +22,7 @@ from reconad.config import LossConfig, TrainConfig
 from reconad.corruptions import corrupt
 from reconad.errors import ReconadError
 from reconad.losses import loss_from_config
-from reconad.models import EnsembleAutoencoder
+from reconad.models import EnsembleAutoencoder, class_logits, has_class_head
 
 EVAL_BATCH = 2048  # images per forward pass when only evaluating (no activations kept)
 
@@ -142,7 +142,9 @@ def _train_epoch(model, x, y, loss_fn, class_weight: float, optimizer, cfg: Trai
         if cfg.l1_latent:
             loss = loss + cfg.l1_latent * code.abs().mean()
         if y is not None:
-            loss = loss + class_weight * F.cross_entropy(model.class_head(code), y[batch])
+            logits = class_logits(model, code)  # one per ensemble member, each learns alone
+            loss = loss + class_weight * sum(
+                F.cross_entropy(member, y[batch]) for member in logits) / len(logits)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -185,7 +187,7 @@ def fit_model(
     xv = None if val_x is None or len(val_x) == 0 else torch.from_numpy(
         np.ascontiguousarray(val_x, dtype=np.float32))
     y = None
-    if train_y is not None and hasattr(model, "class_head"):
+    if train_y is not None and has_class_head(model):
         y = torch.as_tensor(np.asarray(train_y), dtype=torch.long)
     loss_fn = loss_from_config(loss_cfg)
     optimizer = make_optimizer(model, train_cfg)

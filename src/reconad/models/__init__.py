@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 from reconad.config import ModelConfig
@@ -23,7 +24,7 @@ from reconad.models.dense import DenseAutoencoder
 from reconad.models.ensemble import EnsembleAutoencoder
 
 __all__ = ["ConvAutoencoder", "DenseAutoencoder", "EnsembleAutoencoder", "build_model",
-           "count_parameters"]
+           "class_logits", "count_parameters", "has_class_head"]
 
 
 def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int],
@@ -38,25 +39,39 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int],
     Returns:
         A freshly initialised :class:`DenseAutoencoder` or :class:`ConvAutoencoder` (an
         :class:`EnsembleAutoencoder` of ``cfg.members`` of them when that is above 1); with
-        ``cfg.class_head`` it also has ``class_head``, a linear classifier of the code.
+        ``cfg.class_head`` every autoencoder also has ``class_head``, a linear classifier of
+        its code (read them with :func:`class_logits`).
 
     Raises:
         ReconadError: If the shape is not three positive sizes, the code is larger than the
             input, the conv kernel is even, or a class head gets fewer than two classes.
     """
-    model = _autoencoder(cfg, input_shape)
-    if cfg.members > 1:
-        model = EnsembleAutoencoder(
-            [model, *(_autoencoder(cfg, input_shape) for _ in range(cfg.members - 1))])
+    members = [_autoencoder(cfg, input_shape) for _ in range(cfg.members)]
     if cfg.class_head:
         if n_classes < 2:
             raise ReconadError(
                 f"model.class_head needs normal training images of at least two labelled "
                 f"classes (got {n_classes}); name several normal classes, or set "
                 "model.class_head=false and score.parts=[recon,latent_knn]")
-        model.class_head = nn.Sequential(nn.Flatten(),
-                                         nn.Linear(math.prod(model.code_shape), n_classes))
-    return model
+        for member in members:
+            member.class_head = nn.Sequential(
+                nn.Flatten(), nn.Linear(math.prod(member.code_shape), n_classes))
+    return members[0] if len(members) == 1 else EnsembleAutoencoder(members)
+
+
+def has_class_head(model: nn.Module) -> bool:
+    """Whether ``model`` (or each member of an ensemble) has a class head."""
+    first = model.members[0] if isinstance(model, EnsembleAutoencoder) else model
+    return hasattr(first, "class_head")
+
+
+def class_logits(model: nn.Module, code: torch.Tensor) -> list[torch.Tensor]:
+    """The class head's logits ``(B, n_classes)`` from ``model.encode``'s code: one tensor per
+    member of an ensemble (each member classifies its own part of the code), else one."""
+    if isinstance(model, EnsembleAutoencoder):
+        return [m.class_head(part) for m, part in zip(model.members, model.member_codes(code),
+                                                      strict=True)]
+    return [model.class_head(code)]
 
 
 def _autoencoder(cfg: ModelConfig, input_shape: tuple[int, int, int]) -> nn.Module:

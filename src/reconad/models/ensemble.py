@@ -4,7 +4,8 @@ Each member is an independently initialised copy of one architecture and learns 
 reconstruct on its own (the training loop sums the members' own losses, see
 :meth:`EnsembleAutoencoder.member_reconstructions`); the ensemble reconstructs with their mean,
 which averages out what a single initialisation happens to reconstruct well or badly. The code
-is the members' flattened codes side by side, ``(B, members * code_size)``.
+is the members' flattened codes side by side, ``(B, members * code_size)``; with a class head
+each member has its own, on its own code (:func:`reconad.models.class_logits`).
 """
 
 from __future__ import annotations
@@ -35,12 +36,15 @@ class EnsembleAutoencoder(nn.Module):
         """Images ``(B, C, H, W)`` -> the members' codes side by side ``(B, K * D)``."""
         return torch.cat([m.encode(x).flatten(1) for m in self.members], dim=1)
 
+    def member_codes(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """The code ``(B, K * D)`` cut into each member's code ``(B, *code_shape)``."""
+        parts = z.split(math.prod(self.member_code_shape), dim=1)
+        return [part.view(len(z), *self.member_code_shape) for part in parts]
+
     def member_reconstructions(self, z: torch.Tensor) -> list[torch.Tensor]:
         """Each member's reconstruction ``(B, C, H, W)`` from its part of the code ``z``."""
-        size = math.prod(self.member_code_shape)
-        parts = z.split(size, dim=1)
-        return [m.decode(part.view(len(z), *self.member_code_shape))
-                for m, part in zip(self.members, parts, strict=True)]
+        return [m.decode(part) for m, part in zip(self.members, self.member_codes(z),
+                                                  strict=True)]
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Codes ``(B, K * D)`` -> the mean of the members' reconstructions ``(B, C, H, W)``."""
