@@ -14,7 +14,7 @@ from reconad.config import (
 )
 from reconad.errors import ReconadError
 
-REQUIRED_PRESETS = {"default", "holdout-4-8", "holdout-4-8-final", "one-class-0",
+REQUIRED_PRESETS = {"default", "holdout-4-8", "holdout-4-8-final", "one-class-0", "one-class-mnist",
                     "noise-gaussian", "contamination-1-3"}
 
 
