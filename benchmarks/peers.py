@@ -6,13 +6,16 @@ method is fitted on the same normal training images and judged the same way: AUR
 eval, and eval precision/recall/F1 at the Youden threshold chosen on dev.
 
 - reconad (default): the ``default`` preset's detector (class head, composite score).
-- reconad fast: the same with 4 epochs instead of 10 (time to quality against PyOD's fit).
+- reconad fast: one autoencoder of the same kind, no augmentation, 1 epoch (time to quality
+  against PyOD's fit).
 - reconad plain AE: PyOD's architecture (784-512-256-10-256-512-784), reconstruction error
   only, batch 256, 20 epochs: the training-speed comparison at the same work per epoch.
   reconad fit time is ``Detector.fit`` (training, plus the kNN bank and calibration).
 - PyOD AutoEncoder, hidden_neuron_list [512, 256, 10] (784-512-256-10-256-512-784, ReLU, as
   protocol 1), batch 256, 20 epochs, otherwise PyOD's defaults (standardised inputs, batch norm,
-  dropout 0.2, Adam 1e-3); PyOD PCA, KNN (k=5, largest), IForest with their defaults.
+  dropout 0.2, Adam 1e-3), and the same with ``preprocessing=False`` (raw pixels: PyOD's
+  z-scoring of constant border pixels blows its scores up); PyOD PCA (95 % of the variance,
+  see below), KNN (k=5, largest), IForest with their defaults.
   Per-epoch time of the PyOD AutoEncoder is its training loop alone (its own ``train`` method
   timed), fit time includes PyOD's scaling and scoring of the training set.
 - supervised CNN (protocol 2's reference): trained with anomaly labels on the normal training
@@ -33,14 +36,19 @@ from reconad.data import load_dataset
 from reconad.detector import Detector
 from reconad.scenarios import make_splits
 
+# one autoencoder, trained on the images as they are (no ensemble, no augmentation)
+ONE_PLAIN_AE = ["model.members=1", "train.augment_rotation=0", "train.augment_shift=0",
+                "train.augment_zoom=0"]
 RECONAD = {  # label: overrides of the default preset
     "reconad (default)": [],
-    "reconad fast (4 epochs)": ["train.epochs=4"],
+    "reconad fast (1 epoch)": [*ONE_PLAIN_AE, "train.epochs=1"],
     "reconad plain AE (PyOD's architecture)": [
-        "model.latent=10", "model.class_head=false", "score.parts=[recon]", "train.epochs=20"],
+        *ONE_PLAIN_AE, "model.latent=10", "model.class_head=false", "score.parts=[recon]",
+        "score.complexity=none", "train.epochs=20"],
 }
 
 YOUDEN = ThresholdConfig(method="youden")
+PYOD_AE_ROWS = ("PyOD AutoEncoder", "PyOD AutoEncoder (raw pixels)")
 
 
 def _row(method: str, seed: int, metrics: dict, fit_seconds: float,
@@ -67,7 +75,14 @@ def _pyod_models(quick: bool, seed: int) -> dict:
         "PyOD AutoEncoder": AutoEncoder(hidden_neuron_list=[512, 256, 10], batch_size=256,
                                         epoch_num=2 if quick else 20, random_state=seed,
                                         verbose=0),
-        "PyOD PCA": PCA(random_state=seed),
+        # its default z-scores every pixel: the constant border pixels blow scores up
+        "PyOD AutoEncoder (raw pixels)": AutoEncoder(
+            hidden_neuron_list=[512, 256, 10], batch_size=256, epoch_num=2 if quick else 20,
+            random_state=seed, verbose=0, preprocessing=False),
+        # PyOD's default keeps all 784 components; those of the always-black border pixels
+        # have zero variance and its weighted distance divides by them (every score infinite).
+        # Keeping 95 % of the variance is the smallest change that gives finite scores.
+        "PyOD PCA": PCA(n_components=0.95, random_state=seed),
         "PyOD KNN": KNN(),
         "PyOD IForest": IForest(random_state=seed),
     }
@@ -148,6 +163,12 @@ def _supervised_cnn(dataset, splits, anomaly_classes: list[int], seed: int, epoc
                 fit_seconds / epochs, epochs)
 
 
+def _fastest(seconds: dict) -> float | None:
+    """The smaller of the PyOD AutoEncoder rows' times (None without PyOD)."""
+    times = [seconds[m] for m in PYOD_AE_ROWS if seconds.get(m) is not None]
+    return min(times) if times else None
+
+
 def peers(ctx: Context) -> tuple[dict, list[dict]]:
     rows = []
     try:
@@ -177,12 +198,13 @@ def peers(ctx: Context) -> tuple[dict, list[dict]]:
 
     headline = {k: mean_of(k) for k in ("dev_auroc", "eval_auroc", "eval_f1", "fit_seconds",
                                         "seconds_per_epoch")}
-    theirs = headline["fit_seconds"].get("PyOD AutoEncoder")
-    for label, key in (("reconad (default)", "default"), ("reconad fast (4 epochs)", "fast")):
+    # against the faster of PyOD's two AutoEncoder rows (the conservative ratio)
+    theirs = _fastest(headline["fit_seconds"])
+    for label, key in (("reconad (default)", "default"), ("reconad fast (1 epoch)", "fast")):
         ours = headline["fit_seconds"][label]
         headline[f"{key}_fit_time_over_pyod_ae"] = ours / theirs if theirs else None
     plain = headline["seconds_per_epoch"]["reconad plain AE (PyOD's architecture)"]
-    pyod_epoch = headline["seconds_per_epoch"].get("PyOD AutoEncoder")
+    pyod_epoch = _fastest(headline["seconds_per_epoch"])
     headline["plain_ae_epoch_time_over_pyod_ae"] = plain / pyod_epoch if pyod_epoch else None
     bar_plot(ctx.out / f"{ctx.name}.png", methods,
              {"dev AUROC (8s)": [headline["dev_auroc"][m] for m in methods],

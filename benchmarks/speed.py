@@ -8,9 +8,9 @@
   ``torch.utils.flop_counter.FlopCounterMode``, times samples/s; as a fraction of the peak.
 - scoring: ``Detector.score_samples`` images/s. Memory: the process's peak RSS (getrusage).
 
-The models are the presets' autoencoders (dense: ``default``, conv: ``noise-gaussian``) without
-a class head, scored by reconstruction error; pixels do not change the speed, so no dataset is
-needed.
+The models are the presets' autoencoders (dense: ``default``, conv: ``noise-gaussian``), one
+member, without a class head or augmentation, scored by reconstruction error; pixels do not
+change the speed, so no dataset is needed.
 """
 
 from __future__ import annotations
@@ -65,11 +65,13 @@ def speed(ctx: Context) -> tuple[dict, list[dict]]:
     rows = []
     for kind, preset in MODELS.items():
         cfg = ctx.config(preset)
-        model_cfg = cfg.model.model_copy(update={"class_head": False})  # random images: no labels
+        # one autoencoder (not the preset's ensemble); random images carry no labels
+        model_cfg = cfg.model.model_copy(update={"class_head": False, "members": 1})
         flop = train_flop_per_image(build_model(model_cfg, SHAPE), 64)
         for batch in BATCHES:
-            train = cfg.train.model_copy(update={"batch_size": batch, "epochs": epochs,
-                                                 "patience": None, "schedule": "none"})
+            train = cfg.train.model_copy(update={
+                "batch_size": batch, "epochs": epochs, "patience": None, "schedule": "none",
+                "augment_rotation": 0.0, "augment_shift": 0.0, "augment_zoom": 0.0})
             det = Detector(model=model_cfg, loss=cfg.loss, train=train, score=cfg.score.kind)
             det.fit(x, x[:256])  # a tiny validation set: the epoch time is training
             seconds = [r["seconds"] for r in det.history_.rows]
