@@ -129,17 +129,15 @@ def one_class_mnist(ctx: Context, digits: tuple[int, ...] = tuple(range(10)),
                 "seconds_per_seed": sum(r["run_seconds"] for r in mine) / ctx.seeds}
 
     results = {label: summary(label) for label in configs}
-    ours = results.pop("reconad")
-    low = max(0.0, math.floor(min(v for res in (ours, *results.values())
+    low = max(0.0, math.floor(min(v for res in results.values()
                                   for v in res["per_class"].values()) * 10 - 0.5) / 10)
-    series = {label: [res["per_class"][str(d)] for d in digits]
-              for label, res in {"reconad": ours, **results}.items()}
-    errors = {label: [res["per_class_std"][str(d)] for d in digits]
-              for label, res in {"reconad": ours, **results}.items()}
-    bar_plot(ctx.out / f"{ctx.name}.png", [str(d) for d in digits], series, "test AUROC",
-             f"one-class MNIST (reconad mean {ours['mean_auroc']:.4f})", errors=errors,
+    bar_plot(ctx.out / f"{ctx.name}.png", [str(d) for d in digits],
+             {label: list(res["per_class"].values()) for label, res in results.items()},
+             "test AUROC", f"one-class MNIST (reconad mean {results['reconad']['mean_auroc']:.4f})",
+             errors={label: list(res["per_class_std"].values()) for label, res in results.items()},
              ylim=(low, 1))
-    return {**ours, "reference": results}, rows
+    references = {label: res for label, res in results.items() if label != "reconad"}
+    return {**results["reconad"], "reference": references}, rows
 
 
 def one_class_0(ctx: Context) -> tuple[dict, list[dict]]:
