@@ -360,6 +360,24 @@ space:
     assert (tmp_path / "sw/best.json").is_file()
 
 
+def test_only_a_lost_table_creation_race_is_retried():
+    import sqlalchemy.exc
+
+    from reconad.sweep import _lost_creation_race
+
+    def error(kind, message):
+        return kind("CREATE TYPE studydirection", {}, Exception(message))
+
+    # two workers creating Optuna's tables in a fresh PostgreSQL database at once
+    assert _lost_creation_race(error(sqlalchemy.exc.ProgrammingError,
+                                     'type "studydirection" already exists'))
+    assert _lost_creation_race(error(sqlalchemy.exc.IntegrityError, "duplicate key value"))
+    # real failures are reported at once
+    assert not _lost_creation_race(error(sqlalchemy.exc.ProgrammingError,
+                                         'permission denied for schema public'))
+    assert not _lost_creation_race(error(sqlalchemy.exc.OperationalError, "connection refused"))
+
+
 def test_unreachable_storage_is_one_line_without_the_password(tmp_path):
     source = write_sweep(tmp_path / "g.yaml", GRID.format(repeats=1))
     url = "postgresql://me:secret@127.0.0.1:1/sweeps"

@@ -115,8 +115,7 @@ def _open_study(ctx: _Context):
                                "installed; pip install psycopg2-binary (PostgreSQL) or the "
                                "driver your URL names") from None
         except (sqlalchemy.exc.SQLAlchemyError, ValueError) as exc:
-            racing = sqlite or isinstance(exc, sqlalchemy.exc.IntegrityError)
-            if attempt == 2 or not racing:
+            if attempt == 2 or not (sqlite or _lost_creation_race(exc)):
                 reason = str(exc).strip().splitlines()[0][:200]
                 raise ReconadError(f"cannot open the sweep storage {shown} ({reason}); check the "
                                    "URL and that the database server is running") from None
@@ -129,6 +128,16 @@ def _open_study(ctx: _Context):
                            f"{spec.name!r}; use another --out/--storage, or delete it to start "
                            "over")
     return study
+
+
+def _lost_creation_race(exc: Exception) -> bool:
+    """Whether opening a server storage failed because another worker created Optuna's tables
+    at the same moment: a duplicate row (IntegrityError) or, in PostgreSQL, a duplicate table
+    or enum type ("type studydirection already exists"); opening again then succeeds."""
+    import sqlalchemy.exc
+
+    return isinstance(exc, sqlalchemy.exc.IntegrityError) or (
+        isinstance(exc, sqlalchemy.exc.ProgrammingError) and "already exists" in str(exc))
 
 
 def _sampler(spec: SweepSpec, base: dict[str, Any], seed: int):
