@@ -71,7 +71,7 @@ def score_command(
     """Score new images with a saved detector: id, score and flag (1 = anomaly) per image."""
     from reconad.data.user import load_images
     from reconad.detector import Detector
-    from reconad.rundir import write_csv
+    from reconad.files import write_csv_atomic
 
     det = Detector.load(detector)
     # Prepare images the way the training images were, unless told otherwise.
@@ -92,9 +92,7 @@ def score_command(
         writer.writerow(columns)
         writer.writerows(rows)
     else:
-        tmp = out.with_name(f".{out.name}.partial")
-        write_csv(tmp, columns, rows)
-        tmp.replace(out)
+        write_csv_atomic(out, columns, rows)
     typer.echo(f"{int(flags.sum())} of {len(scores)} images flagged (threshold "
                f"{det.threshold_:.6g}, {det.threshold_method_})", err=True)
     if gallery is not None:

@@ -17,7 +17,8 @@ from typing import Any
 
 from reconad import run_reader
 from reconad.errors import ReconadError
-from reconad.report import CSS, format_number, img_tag, write_text_atomic
+from reconad.files import write_text_atomic
+from reconad.report import CSS, format_number, img_tag
 
 RUN_FIELDS = ("name", "scenario", "score", "chosen_threshold")
 TRAINING_FIELDS = ("epochs_run", "best_val_loss")

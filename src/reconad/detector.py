@@ -218,6 +218,14 @@ class Detector:
                 f"(CLI: --resize {h} {w})")
         return x
 
+    def anomaly_score(self, X: Any) -> np.ndarray:
+        """Anomaly score per image, shape (N,): higher = more anomalous."""
+        return self.score_samples(X)
+
+    def flag(self, X: Any) -> np.ndarray:
+        """1 for anomalies (anomaly score > ``threshold_``), 0 for normal images, shape (N,)."""
+        return (self.anomaly_score(X) > self.threshold_).astype(np.int64)
+
     def score_samples(self, X: Any) -> np.ndarray:
         """Anomaly score per image, shape (N,): higher = more anomalous."""
         x = self._inputs(X)

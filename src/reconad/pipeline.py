@@ -20,8 +20,9 @@ from reconad.config import Config, config_to_yaml
 from reconad.data import load_dataset
 from reconad.detector import Detector
 from reconad.errors import ReconadError
+from reconad.files import atomic_directory, check_writable, write_json_atomic
 from reconad.metrics import evaluate_set, group_stats
-from reconad.rundir import atomic_directory, check_writable, write_history, write_json, write_scores
+from reconad.rundir import write_history, write_scores
 from reconad.scenarios import EvalSet, Splits, make_splits
 from reconad.thresholds import compute_thresholds
 
@@ -145,12 +146,12 @@ def _write_run(tmp: Path, config: Config, detector: Detector, splits: Splits,
     """Every file of the run directory; wall_seconds covers all but the report itself."""
     (tmp / "config.yaml").write_text(config_to_yaml(config))
     detector.save(tmp / "detector.safetensors")
-    write_json(tmp / "splits.json", sizes)
+    write_json_atomic(tmp / "splits.json", sizes)
     write_history(tmp / "history.csv", detector.history_.rows)
     write_scores(tmp / "scores.csv", splits.sets, scores, detector.threshold_)
     _write_samples(tmp / "samples.npz", detector, splits.sets["eval"], scores["eval"], config.seed)
     metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
-    write_json(tmp / "metrics.json", metrics)
+    write_json_atomic(tmp / "metrics.json", metrics)
     if not report:
         return
     from reconad.report import write_report  # lazy: plotting stays out of `import reconad`

@@ -12,13 +12,14 @@ anomalies (the plots that need anomalies then draw a short explanation instead o
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from reconad.files import atomic_file
 
 NORMAL_COLOR = "#3b75af"
 ANOMALY_COLOR = "#c8403a"
@@ -67,15 +68,11 @@ def _figure(out_path: str | Path, *args: Any, **kwargs: Any) -> Iterator[tuple[A
         FigureCanvasAgg(fig)
         axes = fig.subplots(*args, **kwargs)
         yield fig, axes
-        tmp = out_path.with_name(f".{out_path.stem}.{os.getpid()}.tmp.png")
-        try:
-            # The PNG's Description says what the plot states in words (a message instead
-            # of a curve, AUROC...), for people and tests that read the file.
-            meta = {"Software": "reconad", "Description": getattr(fig, "reconad_note", "")}
+        # The PNG's Description says what the plot states in words (a message instead
+        # of a curve, AUROC...), for people and tests that read the file.
+        meta = {"Software": "reconad", "Description": getattr(fig, "reconad_note", "")}
+        with atomic_file(out_path) as tmp:
             fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", metadata=meta)
-            os.replace(tmp, out_path)
-        finally:
-            tmp.unlink(missing_ok=True)
 
 
 def _message(ax: Any, text: str) -> None:

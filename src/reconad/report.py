@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from reconad import run_reader
+from reconad.files import write_text_atomic
 from reconad.run_reader import Scores
 
 # Rows of the metrics table, in reading order; the threshold methods are its columns.
@@ -196,16 +196,6 @@ def write_report(run_dir: str | Path) -> Path:
     path = run.root / "report.html"
     write_text_atomic(path, _render(run, figures))
     return path
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary sibling, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from rich.markup import escape
 
 from reconad.config import Config, config_to_yaml
 from reconad.errors import ReconadError
+from reconad.files import write_text_atomic
 from reconad.sweep_results import (
     DIRECTIONS,
     METRICS,
@@ -381,7 +382,7 @@ def run_sweep(
     sweep_dir.mkdir(parents=True, exist_ok=True)
     if storage is None:
         storage = f"sqlite:///{(sweep_dir / 'study.db').resolve()}"
-    _write_text(sweep_dir / "sweep.yaml",
+    write_text_atomic(sweep_dir / "sweep.yaml",
                 yaml.safe_dump(spec.model_dump(mode="json", exclude={"quick"}), sort_keys=False))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     ctx = _Context(spec=spec, base=base, sweep_dir=sweep_dir, storage=storage, size=size,
@@ -428,12 +429,6 @@ def _run_workers(ctx: _Context, workers: int) -> None:
                            "fix it and run the same command again to continue")
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 # --------------------------------------------------------------------------- the final run
 
 
@@ -458,7 +453,7 @@ def finish_sweep(study, ctx: _Context, console: Console) -> SweepResult:
     best_config = config_for(ctx.base, overrides)
     best_config.name = f"{spec.name}-best"
     best_path = sweep_dir / "best_config.yaml"
-    _write_text(best_path, f"# best of sweep {spec.name}: trial {best_row['trial']} "
+    write_text_atomic(best_path, f"# best of sweep {spec.name}: trial {best_row['trial']} "
                            f"({spec.objective} {best_row['mean']:.4f} on dev)\n"
                            + config_to_yaml(best_config))
     console.print(escape(f"best configuration (trial {best_row['trial']}: {best_row['label']})"
@@ -518,7 +513,7 @@ def _reevaluate(best: dict, config: Config, ctx: _Context, console: Console) -> 
                     "score_gap": score_gap(part.get("groups") or {}),
                     "threshold": part.get("thresholds", {}).get(summary["chosen_threshold"]),
                 }
-        _write_text(ctx.sweep_dir / "best.json", json.dumps(summary, indent=2) + "\n")
+        write_text_atomic(ctx.sweep_dir / "best.json", json.dumps(summary, indent=2) + "\n")
     finally:
         lock.unlink(missing_ok=True)
     return summary

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from reconad.rundir import write_csv
+from reconad.files import atomic_file, write_csv_atomic
 from reconad.sweep_space import BASE_LABEL, Choices, SweepSpec
 
 METRICS = ("dev_auroc", "dev_ap", "score_gap", "val_loss")
@@ -130,9 +129,7 @@ def write_trials_csv(path: Path, spec: SweepSpec, rows: list[dict[str, Any]]) ->
     """trials.csv: every parameter and metric of every trial (written atomically)."""
     columns = ("trial", "state", "label", *spec.space, "objective", "mean", "std", "ci95_low",
                "ci95_high", "n", *METRICS, "values", "seconds", "run_dirs", "error", "overrides")
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    write_csv(tmp, columns, ([_csv_value(row.get(k)) for k in columns] for row in rows))
-    os.replace(tmp, path)
+    write_csv_atomic(path, columns, ([_csv_value(row.get(k)) for k in columns] for row in rows))
 
 
 def _csv_value(value: Any) -> Any:
@@ -191,9 +188,8 @@ def plot_sweep(rows: list[dict[str, Any]], spec: SweepSpec, sweep_dir: Path,
 
 
 def _save_png(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=110)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     return path
 
 
