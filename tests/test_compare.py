@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 from runfixtures import write_synthetic_run
 
-from reconad.compare import compare_runs, headline
 from reconad.errors import ReconadError
+from reconad.report import compare_runs, headline
 
 
 @pytest.fixture(scope="module")

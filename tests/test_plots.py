@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from runfixtures import open_png as _png
 
-from reconad import plots
+from reconad import report
 
 
 def _description(path: Path) -> str:
@@ -29,7 +29,7 @@ def scored():
 def test_operating_points_match_counted_confusion(scored):
     scores, y, _ = scored
     thresholds = {"low": -10.0, "mid": 1.0, "high": 100.0}
-    points = plots.operating_points(scores, y, thresholds)
+    points = report.operating_points(scores, y, thresholds)
     for name, value in thresholds.items():
         tp = sum(1 for s, t in zip(scores, y, strict=True) if s > value and t == 1)
         fp = sum(1 for s, t in zip(scores, y, strict=True) if s > value and t == 0)
@@ -46,21 +46,21 @@ def test_roc_and_pr_state_auroc_and_ap_from_an_independent_count(scored, tmp_pat
     # AUROC = probability that an anomaly outscores a normal (ties count half).
     auroc = ((pos[:, None] > neg[None, :]).mean()
              + 0.5 * (pos[:, None] == neg[None, :]).mean())
-    desc = _description(plots.roc_curve(scores, y, {"t": 1.0}, tmp_path / "roc.png",
+    desc = _description(report.roc_curve(scores, y, {"t": 1.0}, tmp_path / "roc.png",
                                         chosen="t"))
     assert float(desc.split("AUROC=")[1].split()[0]) == pytest.approx(auroc, abs=1e-6)
     # AP = mean over anomalies of the precision at their own score.
     ranked = np.argsort(-scores, kind="stable")
     hits = np.cumsum(y[ranked])
     ap = np.mean([hits[i] / (i + 1) for i in range(len(y)) if y[ranked][i] == 1])
-    desc = _description(plots.precision_recall_curve(scores, y, {"t": 1.0},
+    desc = _description(report.precision_recall_curve(scores, y, {"t": 1.0},
                                                      tmp_path / "pr.png"))
     assert float(desc.split("AP=")[1].split()[0]) == pytest.approx(ap, abs=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["roc_curve", "precision_recall_curve"])
 def test_curves_without_anomalies_say_so_instead_of_failing(kind, tmp_path):
-    draw = getattr(plots, kind)
+    draw = getattr(report, kind)
     desc = _description(draw(np.linspace(0, 1, 30), np.zeros(30), {"q": 0.5}, tmp_path / "a.png"))
     assert desc.startswith("No anomalies in this set")
     desc = _description(draw(np.linspace(0, 1, 30), np.ones(30), {}, tmp_path / "b.png"))
@@ -70,49 +70,49 @@ def test_curves_without_anomalies_say_so_instead_of_failing(kind, tmp_path):
 def test_score_distributions_survive_one_image_groups_equal_scores_and_nan(tmp_path):
     scores = np.r_[np.full(20, 0.02), 0.02]
     groups = np.array(["normal"] * 20 + ["class 4"])  # a group of one image
-    desc = _description(plots.score_distributions(scores, groups, {"youden": 0.02, "q": 0.5},
+    desc = _description(report.score_distributions(scores, groups, {"youden": 0.02, "q": 0.5},
                                                   tmp_path / "equal.png", chosen="youden"))
     assert "All 21 scores are equal." in desc
     with_nan = np.r_[np.linspace(0, 1, 10), np.nan, np.inf]
-    _png(plots.score_distributions(with_nan, np.full(12, "normal"), {"t": np.nan},
+    _png(report.score_distributions(with_nan, np.full(12, "normal"), {"t": np.nan},
                                    tmp_path / "nan.png"))
-    desc = _description(plots.score_distributions(np.array([np.nan]), np.array(["normal"]), {},
+    desc = _description(report.score_distributions(np.array([np.nan]), np.array(["normal"]), {},
                                                   tmp_path / "empty.png"))
     assert desc == "No finite scores to show."
 
 
 def test_learning_curve_marks_best_epoch_and_handles_one_epoch_without_validation(tmp_path):
     e = np.arange(1, 6)
-    desc = _description(plots.learning_curve(e, 1 / e, 1.2 / e, tmp_path / "lc.png",
+    desc = _description(report.learning_curve(e, 1 / e, 1.2 / e, tmp_path / "lc.png",
                                              best_epoch=4))
     assert desc == "best epoch 4"
-    desc = _description(plots.learning_curve(np.array([1]), np.array([0.5]),
+    desc = _description(report.learning_curve(np.array([1]), np.array([0.5]),
                                              np.array([np.nan]), tmp_path / "one.png",
                                              best_epoch=1))
     assert desc == "best epoch 1"
-    assert "No epochs" in _description(plots.learning_curve(np.array([]), np.array([]),
+    assert "No epochs" in _description(report.learning_curve(np.array([]), np.array([]),
                                                             np.array([]), tmp_path / "0.png"))
 
 
 def test_confusion_matrix_with_an_empty_row(tmp_path):
-    _png(plots.confusion_matrix(tp=0, fp=3, tn=97, fn=0, out_path=tmp_path / "cm.png"))
+    _png(report.confusion_matrix(tp=0, fp=3, tn=97, fn=0, out_path=tmp_path / "cm.png"))
 
 
 def test_class_boxplot_and_metric_bars(tmp_path):
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(10), 10)
     y = (labels == 8).astype(int)
-    _png(plots.class_boxplot(rng.uniform(0, 1, 100), labels, y, tmp_path / "box.png"))
-    desc = _description(plots.class_boxplot(np.ones(5), np.full(5, -1), np.zeros(5),
+    _png(report.class_boxplot(rng.uniform(0, 1, 100), labels, y, tmp_path / "box.png"))
+    desc = _description(report.class_boxplot(np.ones(5), np.full(5, -1), np.zeros(5),
                                             tmp_path / "unlabelled.png"))
     assert desc.startswith("No labelled images")
-    _png(plots.metric_bars({"a": {"AUROC": 0.9, "F1": None}, "b": {"AUROC": 0.8, "F1": 0.5}},
+    _png(report.metric_bars({"a": {"AUROC": 0.9, "F1": None}, "b": {"AUROC": 0.8, "F1": 0.5}},
                            tmp_path / "bars.png"))
 
 
 def test_importing_reconad_and_its_report_modules_does_not_import_matplotlib():
-    code = ("import sys, reconad, reconad.plots, reconad.pictures, reconad.report, "
-            "reconad.compare; print('matplotlib' in sys.modules)")
+    code = ("import sys, reconad, reconad.report, reconad.rundir, reconad.pipeline, "
+            "reconad.cli; print('matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"

@@ -41,7 +41,7 @@ def run_command(
     """Train, score, threshold and evaluate; write a run directory and print a summary."""
     from reconad.config import load_config
     from reconad.pipeline import run
-    from reconad.summary import print_summary
+    from reconad.report import print_summary
 
     items = list(overrides or [])
     if data_dir is not None:
@@ -96,7 +96,7 @@ def score_command(
     typer.echo(f"{int(flags.sum())} of {len(scores)} images flagged (threshold "
                f"{det.threshold_:.6g}, {det.threshold_method_})", err=True)
     if gallery is not None:
-        from reconad.pictures import gallery as draw_gallery
+        from reconad.report import gallery as draw_gallery
 
         draw_gallery(images, scores, gallery, k=gallery_k, labels=labels,
                      ids=[f"id {i}" for i in range(len(scores))],
@@ -121,7 +121,7 @@ def compare_command(
     = Path("compare"),
 ) -> None:
     """Headline metrics of several runs side by side: a table and a bar chart."""
-    from reconad.compare import compare_runs
+    from reconad.report import compare_runs
 
     typer.echo(f"comparison written to {compare_runs(run_dirs, out)}")
 

@@ -1,14 +1,15 @@
-"""The summary table printed at the end of a run (from metrics.json alone)."""
+"""The summary tables printed in the terminal at the end of a run (from metrics.json alone)."""
 
 from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
 
-SET_ORDER = ("dev", "eval", "final")
+from reconad.rundir import SET_ORDER
 
 
 def _fmt(value, digits: int = 4) -> str:
+    """Fixed decimals, so that the columns of a terminal table line up."""
     if value is None:
         return "–"
     if isinstance(value, int):

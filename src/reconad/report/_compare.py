@@ -1,7 +1,8 @@
 """``reconad compare``: the headline metrics of several runs side by side.
 
 Reads only each run's metrics.json and writes ``compare.csv`` (one row per run),
-``compare.png`` (grouped bars) and ``compare.html`` (the table and the chart in one offline page).
+``compare.png`` (grouped bars, :func:`metric_bars`) and ``compare.html`` (the table and the chart
+in one offline page, in the report's CSS).
 
 >>> compare_runs(["runs/a", "runs/b"], "runs/compare")   # doctest: +SKIP
 PosixPath('runs/compare/compare.html')
@@ -12,13 +13,17 @@ from __future__ import annotations
 import csv
 import html
 import io
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from reconad import run_reader
+import numpy as np
+
 from reconad.errors import ReconadError
 from reconad.files import write_text_atomic
-from reconad.report import CSS, format_number, img_tag
+from reconad.report._html import CSS, SET_TITLES, format_number, img_tag
+from reconad.report._style import NORMAL_COLOR, PALETTE, figure, message
+from reconad.rundir import SET_ORDER, read_metrics, run_dir_path
 
 RUN_FIELDS = ("name", "scenario", "score", "chosen_threshold")
 TRAINING_FIELDS = ("epochs_run", "best_val_loss")
@@ -29,7 +34,6 @@ LABELS = {"auroc": "AUROC", "average_precision": "AP", "f1": "F1", "fpr": "FPR",
           "best_val_loss": "best val loss", "epochs_run": "epochs",
           "wall_seconds": "seconds", "chosen_threshold": "threshold"}
 CHART_METRICS = ("auroc", "average_precision", "f1")
-SET_NAMES = {"dev": "development set", "eval": "evaluation set", "final": "final set"}
 
 
 def _labels(paths: list[Path]) -> list[str]:
@@ -52,7 +56,7 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     row.update({k: training.get(k) for k in TRAINING_FIELDS})
     row["wall_seconds"] = metrics.get("wall_seconds")
     chosen = metrics.get("chosen_threshold")
-    for set_name in run_reader.SET_ORDER:
+    for set_name in SET_ORDER:
         m = metrics.get(set_name)
         if not isinstance(m, dict):
             continue
@@ -66,7 +70,7 @@ def _columns(rows: list[dict[str, Any]]) -> list[str]:
     columns: list[str] = []
     for row in rows:
         columns += [c for c in row if c not in columns]
-    sets = [s for s in run_reader.SET_ORDER if any(c.startswith(f"{s}.") for c in columns)]
+    sets = [s for s in SET_ORDER if any(c.startswith(f"{s}.") for c in columns)]
     fixed = [c for c in columns if "." not in c]
     return fixed + [f"{s}.{k}" for s in sets for k in SET_METRICS]
 
@@ -91,15 +95,20 @@ def _csv_text(labels: list[str], paths: list[Path], rows: list[dict[str, Any]],
     return buffer.getvalue()
 
 
+def _group_title(group: str) -> str:
+    """"run", or a set's title in lower case ("evaluation set")."""
+    return SET_TITLES[group].lower() if group in SET_TITLES else group
+
+
 def _html(labels: list[str], rows: list[dict[str, Any]], columns: list[str],
           chart: Path) -> str:
     groups = [("run", [c for c in columns if "." not in c])]
-    for set_name in run_reader.SET_ORDER:
+    for set_name in SET_ORDER:
         cols = [c for c in columns if c.startswith(f"{set_name}.")]
         if cols:
             groups.append((set_name, cols))
     top = "".join(f'<th colspan="{len(cols) + (g == "run")}" class="group">'
-                  f"{html.escape(SET_NAMES.get(g, g))}</th>" for g, cols in groups)
+                  f"{html.escape(_group_title(g))}</th>" for g, cols in groups)
     sub = "<th>run</th>" + "".join(
         f"<th>{html.escape(LABELS.get(c.split('.')[-1], c.split('.')[-1]))}</th>"
         for _, cols in groups for c in cols)
@@ -123,6 +132,50 @@ def _html(labels: list[str], rows: list[dict[str, Any]], columns: list[str],
             f"</figure></section></main></body></html>\n")
 
 
+def metric_bars(
+    values: Mapping[str, Mapping[str, float | None]],
+    out_path: str | Path,
+    title: str = "Headline metrics",
+) -> Path:
+    """Grouped bars: one group per metric, one bar per run (missing values left out).
+
+    Args:
+        values: run label -> metric name -> value in [0, 1] (or None when not available).
+        out_path: PNG to write.
+        title: figure title.
+
+    Returns:
+        ``out_path`` as a Path.
+    """
+    runs = list(values)
+    metrics: list[str] = []
+    for run in runs:
+        metrics += [m for m in values[run] if m not in metrics]
+    width = 0.8 / max(len(runs), 1)
+    with figure(out_path, figsize=(max(6.0, 1.1 * len(metrics) * max(1, len(runs)) ** 0.5 + 2),
+                                    4.4)) as (fig, ax):
+        if not runs or not metrics:
+            message(ax, "No metrics to compare.")
+            return Path(out_path)
+        x = np.arange(len(metrics))
+        for r, run in enumerate(runs):
+            v = np.array([np.nan if values[run].get(m) is None else float(values[run][m])
+                          for m in metrics])
+            pos = x - 0.4 + width * (r + 0.5)
+            bars = ax.bar(pos, np.nan_to_num(v), width=width * 0.92,
+                          color=PALETTE[r % len(PALETTE)] if r else NORMAL_COLOR, label=run)
+            for bar, value in zip(bars, v, strict=True):
+                text = "n/a" if np.isnan(value) else f"{value:.3f}"
+                ax.text(bar.get_x() + bar.get_width() / 2, (0 if np.isnan(value) else value)
+                        + 0.01, text, ha="center", va="bottom", rotation=90, fontsize=7)
+        ax.set_xticks(x, metrics)
+        ax.set_ylim(0, 1.18)
+        ax.set_ylabel("value (0 to 1)")
+        ax.set_title(title)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=min(4, len(runs)))
+    return Path(out_path)
+
+
 def compare_runs(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
     """Write compare.csv, compare.png and compare.html for several run directories.
 
@@ -137,13 +190,11 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
         ReconadError: no run given, a run directory or its metrics.json is missing or broken,
             or ``out_dir`` is not a folder.
     """
-    from reconad import plots
-
     if not run_dirs:
         raise ReconadError("compare needs at least one run directory; pass the folders "
                            "`reconad run` wrote")
-    paths = [run_reader.run_dir_path(p) for p in run_dirs]
-    rows = [headline(run_reader.read_metrics(p)) for p in paths]
+    paths = [run_dir_path(p) for p in run_dirs]
+    rows = [headline(read_metrics(p)) for p in paths]
     labels = _labels(paths)
     columns = _columns(rows)
     out = Path(out_dir)
@@ -157,7 +208,7 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
     chart_values = {
         label: {f"{c.split('.')[0]} {LABELS[c.split('.')[1]]}": row.get(c) for c in charted}
         for label, row in zip(labels, rows, strict=True)}
-    chart = plots.metric_bars(chart_values, out / "compare.png",
+    chart = metric_bars(chart_values, out / "compare.png",
                               title="Headline metrics (F1 at each run's chosen threshold)")
     write_text_atomic(out / "compare.csv", _csv_text(labels, paths, rows, columns))
     html_path = out / "compare.html"

@@ -1,8 +1,8 @@
 """Image grids: reconstructions of a sample per group, and a gallery of the extreme scores.
 
-Like :mod:`reconad.plots` (whose style helpers they use), each function takes plain NumPy
-data, writes one PNG atomically and returns its path; matplotlib is imported inside the
-functions, so ``import reconad`` stays fast.
+Like every chart of the package (and in its style, :func:`reconad.report.figure`), each
+function takes plain NumPy data, writes one PNG atomically and returns its path; matplotlib is
+imported inside the functions, so ``import reconad`` stays fast.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from reconad.plots import ANOMALY_COLOR, NORMAL_COLOR, _figure, _fmt, _message
+from reconad.report._style import ANOMALY_COLOR, NORMAL_COLOR, figure, fmt, message
 
 
 def select_extremes(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +82,7 @@ class _Mosaic:
         """The house-style figure context, sized so that each tile is ``inches_per_tile``."""
         scale = inches_per_tile / self.w
         height, width = self.canvas.shape[:2]
-        return _figure(out_path, figsize=(width * scale, height * scale))
+        return figure(out_path, figsize=(width * scale, height * scale))
 
     def draw(self, ax: Any) -> None:
         ax.imshow(self.canvas, interpolation="nearest")
@@ -129,8 +129,8 @@ def reconstructions(
     scores = np.asarray(scores, dtype=float)
     names = sorted(set(groups.tolist()), key=lambda g: (g != normal_group, g))
     if not names:
-        with _figure(out_path, figsize=(5, 2)) as (fig, ax):
-            _message(ax, "No sample images were saved for this run.")
+        with figure(out_path, figsize=(5, 2)) as (fig, ax):
+            message(ax, "No sample images were saved for this run.")
         return Path(out_path)
     errors = np.nan_to_num(np.asarray(error_maps, dtype=float))
     # One colour scale for every heat map, so that brighter means larger error everywhere.
@@ -151,7 +151,7 @@ def reconstructions(
         mosaic.draw(ax)
         for g, name in enumerate(names):
             for c, k in enumerate(np.flatnonzero(groups == name)[:n_cols]):
-                mosaic.caption(ax, 3 * g, c, _fmt(scores[k]))
+                mosaic.caption(ax, 3 * g, c, fmt(scores[k]))
             color = NORMAL_COLOR if name == normal_group else ANOMALY_COLOR
             mosaic.row_label(ax, 3 * g, f"{name}\noriginal", color=color, fontweight="bold")
             mosaic.row_label(ax, 3 * g + 1, "reconstruction")
@@ -211,8 +211,8 @@ def gallery(
         raise ReconadError(f"gallery got {len(labels)} labels for {len(scores)} images; pass "
                            f"one label per image")
     if len(scores) == 0:
-        with _figure(out_path, figsize=(5, 2)) as (fig, ax):
-            _message(ax, "No images to show.")
+        with figure(out_path, figsize=(5, 2)) as (fig, ax):
+            message(ax, "No images to show.")
         return Path(out_path)
     top, bottom = select_extremes(scores, k)
     blocks = [(top, "highest scores (most anomalous)", ANOMALY_COLOR)]
@@ -236,7 +236,7 @@ def gallery(
         mosaic.draw(ax)
         for (idx, heading, color), first in zip(blocks, row_of, strict=True):
             for j, i in enumerate(idx):
-                caption = [_fmt(scores[i])]
+                caption = [fmt(scores[i])]
                 if labels is not None:
                     caption.append(_label_text(np.asarray(labels)[i]))
                 if ids is not None:

@@ -1,12 +1,8 @@
-"""The pictures and the self-contained ``report.html`` of a run directory.
+"""report.html: one self-contained offline page from a run directory and its plots.
 
-Reads only the files of the run-directory contract (docs/architecture.md): config.yaml,
-metrics.json, scores.csv, history.csv, splits.json, samples.npz. metrics.json and scores.csv are
-required; without history, splits or samples the report says what is missing.
-
->>> paths = write_plots("runs/first")        # doctest: +SKIP
->>> write_report("runs/first")               # doctest: +SKIP
-PosixPath('runs/first/report.html')
+Numbers appear as :func:`format_number` writes them (the browser test parses them back);
+PNGs are embedded with :func:`img_tag`, so the page needs no other file. ``reconad compare``
+uses the same CSS and helpers for its page.
 """
 
 from __future__ import annotations
@@ -19,9 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from reconad import run_reader
-from reconad.files import write_text_atomic
-from reconad.run_reader import Scores
+from reconad.rundir import Run
 
 # Rows of the metrics table, in reading order; the threshold methods are its columns.
 THRESHOLD_FIELDS = ("value", "tp", "fp", "tn", "fn", "tpr", "fpr", "precision", "recall", "f1",
@@ -38,168 +32,6 @@ class Figure:
     path: Path
     caption: str
     section: str  # "training", "pictures" or a set name
-
-
-@dataclass
-class _Run:
-    root: Path
-    metrics: dict[str, Any]
-    scores: Scores
-    config_text: str | None
-    history: dict[str, np.ndarray] | None
-    splits: dict[str, Any] | None
-    samples: dict[str, np.ndarray] | None
-
-
-def _load(run_dir: str | Path) -> _Run:
-    root = run_reader.run_dir_path(run_dir)
-    return _Run(
-        root=root,
-        metrics=run_reader.read_metrics(root),
-        scores=run_reader.read_scores(root),
-        config_text=run_reader.read_config_text(root),
-        history=run_reader.read_history(root),
-        splits=run_reader.read_splits(root),
-        samples=run_reader.read_samples(root),
-    )
-
-
-def _thresholds(metrics: dict[str, Any], set_name: str) -> dict[str, float]:
-    """method -> value for one set (methods that could not be computed are absent)."""
-    entries = (metrics.get(set_name) or {}).get("thresholds") or {}
-    return {m: float(t["value"]) for m, t in entries.items()
-            if isinstance(t, dict) and isinstance(t.get("value"), (int, float))}
-
-
-def _normal_group(scores: Scores) -> str:
-    """The largest group whose images are all normal ("normal" in every scenario so far)."""
-    normal = scores.groups[scores.is_anomaly == 0]
-    if normal.size == 0:
-        return "normal"
-    names, counts = np.unique(normal, return_counts=True)
-    return str(names[np.argmax(counts)])
-
-
-def _write_plots(run: _Run) -> list[Figure]:
-    from reconad import plots
-
-    out = run.root / "plots"
-    chosen = run.metrics.get("chosen_threshold")
-    figures: list[Figure] = []
-    if run.history is not None:
-        best = (run.metrics.get("training") or {}).get("best_epoch")
-        path = plots.learning_curve(run.history["epoch"], run.history["train_loss"],
-                                    run.history["val_loss"], out / "learning_curve.png",
-                                    best_epoch=best)
-        figures.append(Figure(path, "Training and validation loss per epoch; the star marks "
-                                    "the epoch whose weights were kept.", "training"))
-    normal = _normal_group(run.scores)
-    for set_name in run.scores.set_names():
-        s = run.scores.subset(set_name)
-        thresholds = _thresholds(run.metrics, set_name)
-        title = SET_TITLES.get(set_name, f"Set {set_name}")
-        figures.append(Figure(
-            plots.score_distributions(s.scores, s.groups, thresholds,
-                                      out / f"scores_{set_name}.png", chosen=chosen,
-                                      normal_group=normal,
-                                      title=f"{title}: score distributions"),
-            "Score histograms per group (densities) with every threshold; the chosen one "
-            "is drawn solid.", set_name))
-        figures.append(Figure(
-            plots.roc_curve(s.scores, s.is_anomaly, thresholds, out / f"roc_{set_name}.png",
-                            chosen=chosen, title=f"{title}: ROC"),
-            "ROC curve and the operating point of each threshold.", set_name))
-        figures.append(Figure(
-            plots.precision_recall_curve(s.scores, s.is_anomaly, thresholds,
-                                         out / f"pr_{set_name}.png", chosen=chosen,
-                                         title=f"{title}: precision-recall"),
-            "Precision-recall curve and the operating point of each threshold.", set_name))
-        counts = ((run.metrics.get(set_name) or {}).get("thresholds") or {}).get(chosen) or {}
-        if all(isinstance(counts.get(k), int) for k in ("tp", "fp", "tn", "fn")):
-            path = plots.confusion_matrix(counts["tp"], counts["fp"], counts["tn"],
-                                          counts["fn"], out / f"confusion_{set_name}.png",
-                                          title=f"{title}: confusion at {chosen} "
-                                                f"({format_number(counts.get('value'), 6)})")
-            figures.append(Figure(path, "Counts and row rates when flagging score > the "
-                                        "chosen threshold.", set_name))
-        classes = np.unique(s.labels[s.labels >= 0])
-        if classes.size > 2:
-            figures.append(Figure(
-                plots.class_boxplot(s.scores, s.labels, s.is_anomaly,
-                                    out / f"classes_{set_name}.png",
-                                    title=f"{title}: scores per class"),
-                "Scores per original class, normal and anomalous images apart.", set_name))
-    if run.samples is not None:
-        figures += _sample_plots(run.samples, out, normal)
-    return figures
-
-
-def _sample_plots(samples: dict[str, np.ndarray], out: Path, normal: str) -> list[Figure]:
-    from reconad import pictures
-
-    figures = []
-    kinds = samples["kinds"]
-    pick = kinds == "sample"
-    if pick.any():
-        path = pictures.reconstructions(samples["images"][pick],
-                                        samples["reconstructions"][pick],
-                                        samples["error_maps"][pick], samples["scores"][pick],
-                                        samples["groups"][pick], out / "reconstructions.png",
-                                        normal_group=normal)
-        figures.append(Figure(path, "A random sample of each group of the evaluation set: "
-                                    "original, reconstruction, and per-pixel error.",
-                              "pictures"))
-    extremes = np.flatnonzero(np.isin(kinds, ["top", "bottom"]))
-    if extremes.size:
-        # An image can be both among the top and the bottom 16 of a small set: show it once.
-        _, first = np.unique(samples["ids"][extremes], return_index=True)
-        idx = extremes[np.sort(first)]
-        k = int(max((kinds == "top").sum(), (kinds == "bottom").sum()))
-        path = pictures.gallery(samples["images"][idx], samples["scores"][idx],
-                                out / "gallery.png", k=k, labels=samples["labels"][idx],
-                                ids=samples["ids"][idx],
-                                title="Evaluation set: most anomalous and most normal images")
-        figures.append(Figure(path, "Highest- and lowest-scoring images of the evaluation "
-                                    "set with score, label and id.", "pictures"))
-    return figures
-
-
-def write_plots(run_dir: str | Path) -> list[Path]:
-    """Draw every plot of a run into ``RUN_DIR/plots/`` (each PNG written atomically).
-
-    Args:
-        run_dir: a run directory written by ``reconad run``.
-
-    Returns:
-        The paths of the PNG files written.
-
-    Raises:
-        ReconadError: the run directory or one of its files is missing or malformed.
-    """
-    return [f.path for f in _write_plots(_load(run_dir))]
-
-
-def write_report(run_dir: str | Path) -> Path:
-    """Draw the plots and write ``RUN_DIR/report.html``, one self-contained offline page.
-
-    Args:
-        run_dir: a run directory written by ``reconad run``.
-
-    Returns:
-        The path of report.html.
-
-    Raises:
-        ReconadError: the run directory or one of its files is missing or malformed.
-    """
-    run = _load(run_dir)
-    figures = _write_plots(run)
-    path = run.root / "report.html"
-    write_text_atomic(path, _render(run, figures))
-    return path
-
-
-# ---------------------------------------------------------------------------------------------
-# HTML
 
 
 def format_number(value: Any, digits: int = 4) -> str:
@@ -292,7 +124,7 @@ def _groups_table(groups: dict[str, Any], set_name: str) -> str:
             f"</thead><tbody>{rows}</tbody></table>")
 
 
-def _set_section(run: _Run, set_name: str, figures: list[Figure]) -> str:
+def _set_section(run: Run, set_name: str, figures: list[Figure]) -> str:
     m = run.metrics.get(set_name) or {}
     chosen = run.metrics.get("chosen_threshold")
     cards = "".join(
@@ -340,7 +172,8 @@ def _training_html(metrics: dict[str, Any]) -> str:
             f"{_groups_table(train, 'train')}")
 
 
-def _render(run: _Run, figures: list[Figure]) -> str:
+def render_report(run: Run, figures: list[Figure]) -> str:
+    """The whole report.html page for a run and the figures drawn from it."""
     m = run.metrics
     name = m.get("name", run.root.name)
     subtitle = " · ".join(_e(x) for x in (
