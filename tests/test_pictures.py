@@ -25,9 +25,9 @@ def test_reconstructions_grid_grows_with_groups(channels, tmp_path):
     x = rng.uniform(0, 1, (9, channels, 28, 28)).astype(np.float32)
     groups = np.array(["normal"] * 8 + ["class 4"])
     one = _png(report.reconstructions(x[:8], x[:8], x[:8].mean(1), np.arange(8.0),
-                                        groups[:8], tmp_path / "one.png"))
+                                      groups[:8], tmp_path / "one.png"))
     two = _png(report.reconstructions(x, x[::-1], x.mean(1), np.arange(9.0), groups,
-                                        tmp_path / "two.png"))
+                                      tmp_path / "two.png"))
     assert two.size[1] > 1.7 * one.size[1]  # a second block of three rows
     assert two.size[0] == pytest.approx(one.size[0], rel=0.05)
 
@@ -37,7 +37,7 @@ def test_gallery_layout_and_errors(tmp_path):
     x = rng.uniform(0, 1, (40, 3, 16, 16)).astype(np.float32)
     scores = rng.uniform(0, 1, 40)
     big = _png(report.gallery(x, scores, tmp_path / "g.png", k=16, labels=np.full(40, -1),
-                                ids=[f"img{i}" for i in range(40)]))
+                              ids=[f"img{i}" for i in range(40)]))
     small = _png(report.gallery(x[:3], scores[:3], tmp_path / "s.png", k=16))
     assert big.size[1] > 2 * small.size[1]
     _png(report.gallery(x[:1], scores[:1], tmp_path / "1.png", k=5))

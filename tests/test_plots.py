@@ -47,14 +47,14 @@ def test_roc_and_pr_state_auroc_and_ap_from_an_independent_count(scored, tmp_pat
     auroc = ((pos[:, None] > neg[None, :]).mean()
              + 0.5 * (pos[:, None] == neg[None, :]).mean())
     desc = _description(report.roc_curve(scores, y, {"t": 1.0}, tmp_path / "roc.png",
-                                        chosen="t"))
+                                         chosen="t"))
     assert float(desc.split("AUROC=")[1].split()[0]) == pytest.approx(auroc, abs=1e-6)
     # AP = mean over anomalies of the precision at their own score.
     ranked = np.argsort(-scores, kind="stable")
     hits = np.cumsum(y[ranked])
     ap = np.mean([hits[i] / (i + 1) for i in range(len(y)) if y[ranked][i] == 1])
     desc = _description(report.precision_recall_curve(scores, y, {"t": 1.0},
-                                                     tmp_path / "pr.png"))
+                                                      tmp_path / "pr.png"))
     assert float(desc.split("AP=")[1].split()[0]) == pytest.approx(ap, abs=1e-6)
 
 
@@ -71,27 +71,27 @@ def test_score_distributions_survive_one_image_groups_equal_scores_and_nan(tmp_p
     scores = np.r_[np.full(20, 0.02), 0.02]
     groups = np.array(["normal"] * 20 + ["class 4"])  # a group of one image
     desc = _description(report.score_distributions(scores, groups, {"youden": 0.02, "q": 0.5},
-                                                  tmp_path / "equal.png", chosen="youden"))
+                                                   tmp_path / "equal.png", chosen="youden"))
     assert "All 21 scores are equal." in desc
     with_nan = np.r_[np.linspace(0, 1, 10), np.nan, np.inf]
     _png(report.score_distributions(with_nan, np.full(12, "normal"), {"t": np.nan},
-                                   tmp_path / "nan.png"))
+                                    tmp_path / "nan.png"))
     desc = _description(report.score_distributions(np.array([np.nan]), np.array(["normal"]), {},
-                                                  tmp_path / "empty.png"))
+                                                   tmp_path / "empty.png"))
     assert desc == "No finite scores to show."
 
 
 def test_learning_curve_marks_best_epoch_and_handles_one_epoch_without_validation(tmp_path):
     e = np.arange(1, 6)
     desc = _description(report.learning_curve(e, 1 / e, 1.2 / e, tmp_path / "lc.png",
-                                             best_epoch=4))
+                                              best_epoch=4))
     assert desc == "best epoch 4"
     desc = _description(report.learning_curve(np.array([1]), np.array([0.5]),
-                                             np.array([np.nan]), tmp_path / "one.png",
-                                             best_epoch=1))
+                                              np.array([np.nan]), tmp_path / "one.png",
+                                              best_epoch=1))
     assert desc == "best epoch 1"
     assert "No epochs" in _description(report.learning_curve(np.array([]), np.array([]),
-                                                            np.array([]), tmp_path / "0.png"))
+                                                             np.array([]), tmp_path / "0.png"))
 
 
 def test_confusion_matrix_with_an_empty_row(tmp_path):
@@ -104,10 +104,10 @@ def test_class_boxplot_and_metric_bars(tmp_path):
     y = (labels == 8).astype(int)
     _png(report.class_boxplot(rng.uniform(0, 1, 100), labels, y, tmp_path / "box.png"))
     desc = _description(report.class_boxplot(np.ones(5), np.full(5, -1), np.zeros(5),
-                                            tmp_path / "unlabelled.png"))
+                                             tmp_path / "unlabelled.png"))
     assert desc.startswith("No labelled images")
     _png(report.metric_bars({"a": {"AUROC": 0.9, "F1": None}, "b": {"AUROC": 0.8, "F1": 0.5}},
-                           tmp_path / "bars.png"))
+                            tmp_path / "bars.png"))
 
 
 def test_importing_reconad_and_its_report_modules_does_not_import_matplotlib():
@@ -116,3 +116,19 @@ def test_importing_reconad_and_its_report_modules_does_not_import_matplotlib():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_figure_is_the_public_house_style_and_writes_atomically(tmp_path):
+    import matplotlib
+
+    before = matplotlib.rcParams["axes.spines.top"]
+    with report.figure(tmp_path / "two.png", figsize=(6, 3), ncols=2) as (fig, axes):
+        assert len(axes) == 2
+        assert matplotlib.rcParams["axes.spines.top"] is False  # the house rc style is active
+        axes[0].plot([0, 1], [0, 1], color=report.NORMAL_COLOR)
+        report.message(axes[1], "Nothing to draw here.")
+    assert matplotlib.rcParams["axes.spines.top"] == before  # and restored afterwards
+    assert _description(tmp_path / "two.png") == "Nothing to draw here."
+    with pytest.raises(RuntimeError), report.figure(tmp_path / "broken.png") as (fig, ax):
+        raise RuntimeError("drawing failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["two.png"]

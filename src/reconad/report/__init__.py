@@ -28,7 +28,7 @@ tables at the end of a run). matplotlib is imported only when drawing.
 
 from reconad.report._compare import compare_runs, headline, metric_bars
 from reconad.report._curves import operating_points, precision_recall_curve, roc_curve
-from reconad.report._html import CSS, Figure, format_number, img_tag, render_report
+from reconad.report._html import CSS, ReportFigure, format_number, img_tag, render_report
 from reconad.report._pictures import gallery, reconstructions, select_extremes
 from reconad.report._plots import (
     class_boxplot,
@@ -59,7 +59,7 @@ __all__ = [
     "NORMAL_COLOR",
     "PALETTE",
     "THRESHOLD_COLORS",
-    "Figure",
+    "ReportFigure",
     "class_boxplot",
     "compare_runs",
     "confusion_matrix",

@@ -26,7 +26,7 @@ SET_TITLES = {"dev": "Development set", "eval": "Evaluation set", "final": "Fina
 
 
 @dataclass
-class Figure:
+class ReportFigure:
     """One written plot and where it belongs in the report."""
 
     path: Path
@@ -57,7 +57,7 @@ def img_tag(path: Path, alt: str) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}">'
 
 
-def figures_html(figures: list[Figure]) -> str:
+def figures_html(figures: list[ReportFigure]) -> str:
     """A responsive grid of captioned, embedded figures."""
     if not figures:
         return ""
@@ -124,7 +124,7 @@ def _groups_table(groups: dict[str, Any], set_name: str) -> str:
             f"</thead><tbody>{rows}</tbody></table>")
 
 
-def _set_section(run: Run, set_name: str, figures: list[Figure]) -> str:
+def _set_section(run: Run, set_name: str, figures: list[ReportFigure]) -> str:
     m = run.metrics.get(set_name) or {}
     chosen = run.metrics.get("chosen_threshold")
     cards = "".join(
@@ -172,7 +172,7 @@ def _training_html(metrics: dict[str, Any]) -> str:
             f"{_groups_table(train, 'train')}")
 
 
-def render_report(run: Run, figures: list[Figure]) -> str:
+def render_report(run: Run, figures: list[ReportFigure]) -> str:
     """The whole report.html page for a run and the figures drawn from it."""
     m = run.metrics
     name = m.get("name", run.root.name)
@@ -181,7 +181,7 @@ def render_report(run: Run, figures: list[Figure]) -> str:
         f"chosen threshold {m.get('chosen_threshold', '?')}",
         f"reconad {m.get('reconad_version', '?')}",
         f"run time {format_number(m.get('wall_seconds'), 4)} s"))
-    by_section: dict[str, list[Figure]] = {}
+    by_section: dict[str, list[ReportFigure]] = {}
     for f in figures:
         by_section.setdefault(f.section, []).append(f)
     sets = run.scores.set_names()

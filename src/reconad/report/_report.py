@@ -18,7 +18,7 @@ import numpy as np
 
 from reconad.files import write_text_atomic
 from reconad.report._curves import precision_recall_curve, roc_curve
-from reconad.report._html import SET_TITLES, Figure, format_number, render_report
+from reconad.report._html import SET_TITLES, ReportFigure, format_number, render_report
 from reconad.report._pictures import gallery, reconstructions
 from reconad.report._plots import (
     class_boxplot,
@@ -45,33 +45,33 @@ def _normal_group(scores: Scores) -> str:
     return str(names[np.argmax(counts)])
 
 
-def _write_plots(run: Run) -> list[Figure]:
+def _write_plots(run: Run) -> list[ReportFigure]:
     out = run.root / "plots"
     chosen = run.metrics.get("chosen_threshold")
-    figures: list[Figure] = []
+    figures: list[ReportFigure] = []
     if run.history is not None:
         best = (run.metrics.get("training") or {}).get("best_epoch")
         path = learning_curve(run.history["epoch"], run.history["train_loss"],
                               run.history["val_loss"], out / "learning_curve.png",
                               best_epoch=best)
-        figures.append(Figure(path, "Training and validation loss per epoch; the star marks "
+        figures.append(ReportFigure(path, "Training and validation loss per epoch; the star marks "
                                     "the epoch whose weights were kept.", "training"))
     normal = _normal_group(run.scores)
     for set_name in run.scores.set_names():
         s = run.scores.subset(set_name)
         thresholds = _thresholds(run.metrics, set_name)
         title = SET_TITLES.get(set_name, f"Set {set_name}")
-        figures.append(Figure(
+        figures.append(ReportFigure(
             score_distributions(s.scores, s.groups, thresholds, out / f"scores_{set_name}.png",
                                 chosen=chosen, normal_group=normal,
                                 title=f"{title}: score distributions"),
             "Score histograms per group (densities) with every threshold; the chosen one "
             "is drawn solid.", set_name))
-        figures.append(Figure(
+        figures.append(ReportFigure(
             roc_curve(s.scores, s.is_anomaly, thresholds, out / f"roc_{set_name}.png",
                       chosen=chosen, title=f"{title}: ROC"),
             "ROC curve and the operating point of each threshold.", set_name))
-        figures.append(Figure(
+        figures.append(ReportFigure(
             precision_recall_curve(s.scores, s.is_anomaly, thresholds,
                                    out / f"pr_{set_name}.png", chosen=chosen,
                                    title=f"{title}: precision-recall"),
@@ -82,11 +82,11 @@ def _write_plots(run: Run) -> list[Figure]:
                                     out / f"confusion_{set_name}.png",
                                     title=f"{title}: confusion at {chosen} "
                                           f"({format_number(counts.get('value'), 6)})")
-            figures.append(Figure(path, "Counts and row rates when flagging score > the "
+            figures.append(ReportFigure(path, "Counts and row rates when flagging score > the "
                                         "chosen threshold.", set_name))
         classes = np.unique(s.labels[s.labels >= 0])
         if classes.size > 2:
-            figures.append(Figure(
+            figures.append(ReportFigure(
                 class_boxplot(s.scores, s.labels, s.is_anomaly, out / f"classes_{set_name}.png",
                               title=f"{title}: scores per class"),
                 "Scores per original class, normal and anomalous images apart.", set_name))
@@ -95,7 +95,7 @@ def _write_plots(run: Run) -> list[Figure]:
     return figures
 
 
-def _sample_plots(samples: dict[str, np.ndarray], out: Path, normal: str) -> list[Figure]:
+def _sample_plots(samples: dict[str, np.ndarray], out: Path, normal: str) -> list[ReportFigure]:
     figures = []
     kinds = samples["kinds"]
     pick = kinds == "sample"
@@ -104,7 +104,7 @@ def _sample_plots(samples: dict[str, np.ndarray], out: Path, normal: str) -> lis
                                samples["error_maps"][pick], samples["scores"][pick],
                                samples["groups"][pick], out / "reconstructions.png",
                                normal_group=normal)
-        figures.append(Figure(path, "A random sample of each group of the evaluation set: "
+        figures.append(ReportFigure(path, "A random sample of each group of the evaluation set: "
                                     "original, reconstruction, and per-pixel error.",
                               "pictures"))
     extremes = np.flatnonzero(np.isin(kinds, ["top", "bottom"]))
@@ -116,7 +116,7 @@ def _sample_plots(samples: dict[str, np.ndarray], out: Path, normal: str) -> lis
         path = gallery(samples["images"][idx], samples["scores"][idx], out / "gallery.png",
                        k=k, labels=samples["labels"][idx], ids=samples["ids"][idx],
                        title="Evaluation set: most anomalous and most normal images")
-        figures.append(Figure(path, "Highest- and lowest-scoring images of the evaluation "
+        figures.append(ReportFigure(path, "Highest- and lowest-scoring images of the evaluation "
                                     "set with score, label and id.", "pictures"))
     return figures
 
