@@ -15,9 +15,11 @@ Plain layout (no predefined split: ``train`` is all False, callers split the goo
 Images come back as they are stored (uint8, no rescaling); grey images next to colour ones
 get three equal channels. A mask pixel is a defect when its grey value is above 127.
 
->>> data = read_defect_dataset("mvtec/bottle")  # doctest: +SKIP
->>> data.images.shape, data.masks.shape, data.kinds[-1], data.ids[-1]
-((401, 3, 900, 900), (401, 900, 900), 'contamination', 'test/contamination/020.png')
+Example (MVTec AD ``bottle``)::
+
+    data = read_defect_dataset("mvtec/bottle", resize=(256, 256))
+    data.images.shape, data.masks.shape  # (N, 3, 256, 256), (N, 256, 256)
+    data.kinds[-1], data.ids[-1]         # 'contamination', 'test/contamination/020.png'
 """
 
 from __future__ import annotations
