@@ -144,3 +144,22 @@ def test_undefined_metrics_are_none_and_bad_input_a_one_line_error():
 def test_area_under_interpolates_at_the_limit():
     assert area_under([0, 0.2, 0.4], [0, 1, 1], 0.3) == pytest.approx(0.1 + 0.1)
     assert area_under([0, 0.3, 1], [1, 1, 1], 0.3) == pytest.approx(0.3)
+
+
+def test_each_defect_kind_is_also_evaluated_with_the_normal_images():
+    rng = np.random.default_rng(6)
+    masks = np.zeros((9, 16, 16), bool)
+    masks[3:6, 4:8, 4:8] = True  # "found"
+    masks[6:9, 9:12, 2:6] = True  # "missed"
+    groups = np.array(["good"] * 3 + ["found"] * 3 + ["missed"] * 3)
+    maps = rng.uniform(0, 1, masks.shape)
+    maps[3:6][masks[3:6]] += 2  # only the "found" defects light up
+    result = localization_metrics(maps, masks, groups)
+    assert set(result["groups"]) == {"found", "missed"}
+    found, missed = result["groups"]["found"], result["groups"]["missed"]
+    assert found["pro"] == pytest.approx(1.0) and found["pixel_auroc"] == 1.0
+    assert found["n_images"] == 6 and found["n_regions"] == 3
+    assert missed["pro"] < 0.5 and missed["pixel_auroc"] < 0.8
+    assert found["pro"] > result["pro"] > missed["pro"]
+    with pytest.raises(ReconadError, match="one group per image"):
+        localization_metrics(maps, masks, groups[:4])

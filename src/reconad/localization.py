@@ -179,6 +179,8 @@ def pro_score(
 def localization_metrics(
     maps: np.ndarray,
     masks: np.ndarray,
+    groups: np.ndarray | None = None,
+    normal_group: str = "good",
     max_fpr: float = 0.3,
     max_pixels: int = 4_000_000,
     seed: int = 0,
@@ -188,18 +190,21 @@ def localization_metrics(
     Args:
         maps: ``(N, H, W)`` anomaly maps of the test images (normal and defective).
         masks: ``(N, H, W)`` bool ground truth (all False for normal images).
+        groups: ``(N,)`` defect kind of each image (``normal_group`` for normal ones); if
+            given, every other kind is also evaluated alone, on the normal images plus its own.
+        normal_group: The group name of the normal images.
         max_fpr: PRO integration limit.
         max_pixels: Pixel subsample cap of the pixel AUROC.
         seed: Seed of that subsample.
 
     Returns:
         ``{"pixel_auroc", "pro", "pro_max_fpr", "n_images", "n_pixels", "n_defect_pixels",
-        "n_regions"}``.
+        "n_regions"}``, plus ``"groups": {kind: the same keys}`` when ``groups`` is given.
     """
     from scipy.ndimage import label
 
     maps, masks = _check(maps, masks)
-    return {
+    result = {
         "pixel_auroc": pixel_auroc(maps, masks, max_pixels, seed),
         "pro": pro_score(maps, masks, max_fpr),
         "pro_max_fpr": max_fpr,
@@ -208,3 +213,16 @@ def localization_metrics(
         "n_defect_pixels": int(masks.sum()),
         "n_regions": int(label(masks, structure=_STRUCTURE)[1]),
     }
+    if groups is not None:
+        groups = np.asarray(groups).astype(str)
+        if groups.shape != (len(maps),):
+            raise ReconadError(f"{groups.shape[0] if groups.ndim else 1} group names for "
+                               f"{len(maps)} anomaly maps; give one group per image")
+        normal = groups == normal_group
+        result["groups"] = {
+            kind: localization_metrics(maps[normal | (groups == kind)],
+                                       masks[normal | (groups == kind)], None, normal_group,
+                                       max_fpr, max_pixels, seed)
+            for kind in sorted(set(groups.tolist()) - {normal_group})
+        }
+    return result
