@@ -112,9 +112,13 @@ def read_defect_dataset(
                     f"mask {mask_path} marks defects on the good image {image_path}; move the "
                     "image to a defect folder or clear its mask"
                 )
+        if grayscale and image.shape[0] == 3:
+            image = np.round(np.tensordot(LUMA, image, axes=1)).astype(np.uint8)[None]
+        if resize is not None:  # right away: never hold every full-size image at once
+            image, mask = _resize(image, resize), _resize_mask(mask, resize)
         images.append(image)
         masks.append(mask)
-    images, masks = _same_size(images, masks, entries, resize, grayscale)
+    images = _same_size(images, entries)
     return DefectDataset(
         images=np.stack(images),
         masks=np.stack(masks),
@@ -248,18 +252,10 @@ def _read_pixels(path: Path, root: Path, as_mask: bool = False) -> np.ndarray:
     return grey > 127 if as_mask else grey[None]
 
 
-def _same_size(
-    images: list[np.ndarray], masks: list[np.ndarray], entries: list[_Entry],
-    resize: tuple[int, int] | None, grayscale: bool,
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """One channel count and one size for all: grey->3 channels (or colour->grey), resize."""
-    if grayscale:
-        images = [np.round(np.tensordot(LUMA, im, axes=1)).astype(np.uint8)[None]
-                  if im.shape[0] == 3 else im for im in images]
-    elif any(im.shape[0] == 3 for im in images):
+def _same_size(images: list[np.ndarray], entries: list[_Entry]) -> list[np.ndarray]:
+    """Grey images get three channels when others are colour; all must have one size."""
+    if any(im.shape[0] == 3 for im in images):
         images = [np.repeat(im, 3, axis=0) if im.shape[0] == 1 else im for im in images]
-    if resize is not None:
-        return [_resize(im, resize) for im in images], [_resize_mask(m, resize) for m in masks]
     first = images[0].shape[1:]
     for (path, _, _, _), image in zip(entries, images, strict=True):
         if image.shape[1:] != first:
@@ -268,7 +264,7 @@ def _same_size(
                 f"{_hw(image.shape[1:])} (HxW); pass resize=(height, width) "
                 "(config: data.resize)"
             )
-    return images, masks
+    return images
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
