@@ -1,0 +1,151 @@
+"""Patches: train on random crops of large images, apply a model to any image size by tiles.
+
+An autoencoder for 64x64 patches can score a 512x512 image: :func:`sliding_window` cuts the
+image into overlapping tiles (``stride < patch``), runs the function on batches of tiles and
+averages every pixel over the tiles that cover it (:func:`coverage`). The last tile of each
+axis is flush with the border, so a side that the stride does not divide is still covered.
+Memory stays bounded by ``batch_size`` tiles plus one output of the image's size.
+
+>>> images = torch.rand(2, 3, 100, 70)
+>>> out = sliding_window(lambda t: t * 2, images, patch=32, stride=16)
+>>> torch.allclose(out, images * 2)
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from reconad.errors import ReconadError
+
+
+def random_crops(
+    images: torch.Tensor, size: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """One random ``size x size`` crop of each image, every position equally likely.
+
+    Args:
+        images: ``(B, C, H, W)`` with ``H, W >= size``.
+        size: Side of the square crops.
+        generator: Source of the positions (seed it for reproducible crops); None = torch's
+            global generator.
+
+    Returns:
+        Crops ``(B, C, size, size)`` (a copy).
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> random_crops(torch.rand(4, 1, 28, 28), 16, g).shape
+    torch.Size([4, 1, 16, 16])
+    """
+    if images.dim() != 4:
+        raise ReconadError(f"images must be (B, C, H, W), not {tuple(images.shape)}")
+    b, _, h, w = images.shape
+    _check_patch(size, h, w)
+    top = torch.randint(0, h - size + 1, (b,), generator=generator)
+    left = torch.randint(0, w - size + 1, (b,), generator=generator)
+    offsets = torch.arange(size)
+    rows = (top[:, None] + offsets)[:, :, None].to(images.device)  # (B, size, 1)
+    cols = (left[:, None] + offsets)[:, None, :].to(images.device)  # (B, 1, size)
+    batch = torch.arange(b, device=images.device)[:, None, None]  # (B, 1, 1)
+    # Advanced indices around a slice: the indexed dims come first, (B, size, size, C).
+    return images[batch, :, rows, cols].permute(0, 3, 1, 2).contiguous()
+
+
+def tile_starts(length: int, patch: int, stride: int) -> list[int]:
+    """First index of each tile along an axis: ``0, stride, 2 stride, ...`` and a last tile flush
+    with the end (``length - patch``) when the stride does not land there.
+
+    >>> tile_starts(10, 4, 3)
+    [0, 3, 6]
+    >>> tile_starts(11, 4, 3)
+    [0, 3, 6, 7]
+    """
+    if stride < 1:
+        raise ReconadError(f"tile stride {stride} must be >= 1 pixel")
+    if patch > length:
+        raise ReconadError(f"patch {patch} is larger than the image side {length}; use a patch "
+                           f"<= {length} or larger images")
+    starts = list(range(0, length - patch + 1, stride))
+    if starts[-1] != length - patch:
+        starts.append(length - patch)
+    return starts
+
+
+def coverage(height: int, width: int, patch: int, stride: int) -> torch.Tensor:
+    """How many tiles of :func:`sliding_window` cover each pixel, float32 ``(H, W)`` (>= 1)."""
+    rows = torch.zeros(height)
+    cols = torch.zeros(width)
+    for top in tile_starts(height, patch, stride):
+        rows[top:top + patch] += 1
+    for left in tile_starts(width, patch, stride):
+        cols[left:left + patch] += 1
+    # Tiles form a grid, so the count at (i, j) is (row tiles over i) * (column tiles over j).
+    return rows[:, None] * cols[None, :]
+
+
+def sliding_window(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    patch: int,
+    stride: int | None = None,
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """Apply ``fn`` to overlapping tiles of each image and average the overlaps.
+
+    Runs under ``torch.no_grad()`` (inference). The result equals ``fn(images)`` whenever
+    ``fn`` acts on each pixel by itself (identity, a 1x1 convolution); for a model with a
+    receptive field it is the tile-averaged output.
+
+    Args:
+        fn: Maps tiles ``(n, C, patch, patch)`` to ``(n, C', patch, patch)`` (e.g. a
+            reconstruction) or to ``(n, patch, patch)`` (e.g. an anomaly map).
+        images: ``(B, C, H, W)`` with ``H, W >= patch``.
+        patch: Side of the square tiles (the size ``fn`` was trained on).
+        stride: Step between tiles, ``1 <= stride <= patch``; None = ``patch // 2``.
+        batch_size: Tiles per call of ``fn`` (bounds the memory).
+
+    Returns:
+        ``(B, C', H, W)`` or ``(B, H, W)``, the per-pixel mean over the covering tiles.
+    """
+    if images.dim() != 4:
+        raise ReconadError(f"images must be (B, C, H, W), not {tuple(images.shape)}")
+    b, _, h, w = images.shape
+    _check_patch(patch, h, w)
+    stride = max(patch // 2, 1) if stride is None else stride
+    if not 1 <= stride <= patch:
+        raise ReconadError(f"tile stride {stride} must lie in 1..{patch} (the patch size) so "
+                           "that the tiles cover every pixel")
+    if batch_size < 1:
+        raise ReconadError(f"batch_size {batch_size} must be >= 1")
+    # Every (image, top, left) tile, in a fixed order: (n_tiles, 3).
+    grid = [(i, top, left) for i in range(b) for top in tile_starts(h, patch, stride)
+            for left in tile_starts(w, patch, stride)]
+    total: torch.Tensor | None = None
+    with torch.no_grad():
+        for start in range(0, len(grid), batch_size):
+            chunk = grid[start:start + batch_size]
+            tiles = torch.stack([images[i, :, t:t + patch, c:c + patch] for i, t, c in chunk])
+            out = fn(tiles)  # (n, C', p, p) or (n, p, p)
+            if out.shape[0] != len(chunk) or tuple(out.shape[-2:]) != (patch, patch) or \
+                    out.dim() not in (3, 4):
+                raise ReconadError(
+                    f"the tile function returned shape {tuple(out.shape)} for {len(chunk)} tiles "
+                    f"of {patch}x{patch}; it must return (n, C, {patch}, {patch}) or "
+                    f"(n, {patch}, {patch})"
+                )
+            if total is None:
+                total = out.new_zeros((b, *out.shape[1:-2], h, w))
+            for (i, t, c), tile_out in zip(chunk, out, strict=True):
+                total[i, ..., t:t + patch, c:c + patch] += tile_out
+    assert total is not None  # the grid is never empty: H, W >= patch
+    return total / coverage(h, w, patch, stride).to(total)
+
+
+def _check_patch(size: int, height: int, width: int) -> None:
+    if size < 1 or size > min(height, width):
+        raise ReconadError(
+            f"patch size {size} does not fit the {height}x{width} images; use a patch between 1 "
+            f"and {min(height, width)}"
+        )
