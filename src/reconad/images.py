@@ -61,11 +61,16 @@ def as_images(x: Any, what: str = "images", *, to_float: bool = True) -> np.ndar
         raise ReconadError(f"{what} must be a non-empty array of shape {_SHAPES}; got shape "
                            f"{given}")
     kind = x.dtype.kind
-    if kind in "ui":
-        _check_grey_levels(x, what)
+    if kind in "ui" and x.dtype != np.uint8:
+        _check_range(x, 0, 255, what, "integer images must hold 0..255 grey levels: rescale "
+                     "them, or store floats in [0, 1]")
     elif kind == "f":
-        _check_unit_floats(x, what)
-    elif kind != "b":
+        finite = np.isfinite(x)
+        if not finite.all():
+            raise ReconadError(f"{x.size - int(np.count_nonzero(finite))} pixel values of {what} "
+                               "are NaN or infinite; fix or drop those images")
+        _check_range(x, 0, 1, what, "scale float images to [0, 1]: divide 8-bit images by 255")
+    elif kind not in "bu":  # bool and uint8 hold only valid values
         raise ReconadError(f"{what} holds {x.dtype} values; images must be numbers: uint8 or "
                            "other integers in 0..255, or floats in [0, 1]")
     if not to_float:
@@ -76,27 +81,10 @@ def as_images(x: Any, what: str = "images", *, to_float: bool = True) -> np.ndar
     return out
 
 
-def _check_grey_levels(x: np.ndarray, what: str) -> None:
-    if x.dtype == np.uint8:
-        return
+def _check_range(x: np.ndarray, low: int, high: int, what: str, fix: str) -> None:
     lo, hi = x.min(), x.max()
-    if lo < 0 or hi > 255:
-        bad = int(np.count_nonzero((x < 0) | (x > 255)))
-        raise ReconadError(
-            f"{bad} pixel values of {what} lie outside 0..255 (min {lo}, max {hi}); integer "
-            "images must hold 0..255 grey levels: rescale them, or store floats in [0, 1]"
-        )
-
-
-def _check_unit_floats(x: np.ndarray, what: str) -> None:
-    finite = np.isfinite(x)
-    if not finite.all():
-        raise ReconadError(f"{x.size - int(np.count_nonzero(finite))} pixel values of {what} are "
-                           "NaN or infinite; fix or drop those images")
-    lo, hi = x.min(), x.max()
-    if lo < 0 or hi > 1:
-        bad = int(np.count_nonzero((x < 0) | (x > 1)))
-        raise ReconadError(
-            f"{bad} pixel values of {what} lie outside [0, 1] (min {lo:g}, max {hi:g}); scale "
-            "float images to [0, 1]: divide 8-bit images by 255"
-        )
+    if lo < low or hi > high:
+        bad = int(np.count_nonzero((x < low) | (x > high)))
+        span = f"{low}..{high}" if x.dtype.kind in "ui" else f"[{low}, {high}]"
+        raise ReconadError(f"{bad} pixel values of {what} lie outside {span} (min {lo:g}, max "
+                           f"{hi:g}); {fix}")
