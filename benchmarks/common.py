@@ -21,9 +21,8 @@ import torch
 
 from reconad.config import Config, ThresholdConfig, load_config
 from reconad.detector import Detector
-from reconad.metrics import evaluate_set
 from reconad.scenarios import Splits
-from reconad.thresholds import compute_thresholds
+from reconad.thresholds import evaluate_sets
 
 # --quick: a budget for trying a benchmark out (minutes on 2 cores), not for numbers.
 QUICK_OVERRIDES = ["data.max_train=3000", "data.max_test=1000", "train.epochs=2"]
@@ -52,25 +51,14 @@ class Context:
 # --------------------------------------------------------------------------- evaluation
 
 
-def evaluate_scores(scores: dict[str, np.ndarray], splits: Splits, val_scores: np.ndarray,
-                    threshold: ThresholdConfig) -> dict[str, dict]:
-    """metrics.json's per-set entries for any scorer: thresholds chosen on dev, applied to all.
-
-    ``scores`` maps every set name of ``splits.sets`` to (N,) scores (higher = more anomalous);
-    ``val_scores`` are the normal validation images' scores (for the quantile threshold).
-    """
-    dev = splits.sets["dev"]
-    found = compute_thresholds(scores["dev"], dev.is_anomaly,
-                               splits.quantile_reference(scores["dev"], val_scores), threshold)
-    usable = {k: v for k, v in found.items() if v is not None}
-    return {name: evaluate_set(scores[name], s.is_anomaly, s.group, usable)
-            for name, s in splits.sets.items()}
-
-
 def evaluate_detector(detector: Detector, splits: Splits, threshold: ThresholdConfig) -> dict:
-    """:func:`evaluate_scores` for a fitted reconad detector on (possibly other) splits."""
-    scores = {name: detector.score_samples(s.x) for name, s in splits.sets.items()}
-    return evaluate_scores(scores, splits, detector.val_scores_, threshold)
+    """metrics.json's per-set entries of a fitted reconad detector on (possibly other) splits.
+
+    Thresholds are chosen on dev and applied to every set, as a run does
+    (:func:`reconad.thresholds.evaluate_sets`, which other scorers call directly).
+    """
+    scores = {name: detector.anomaly_score(s.x) for name, s in splits.sets.items()}
+    return evaluate_sets(scores, splits, detector.val_scores_, threshold)[1]
 
 
 def at(metrics_set: dict, method: str, key: str) -> float | None:

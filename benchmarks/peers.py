@@ -28,13 +28,15 @@ import time
 
 import numpy as np
 import torch
-from common import Context, at, bar_plot, evaluate_detector, evaluate_scores, mean_std
 from torch import nn
 
 from reconad.config import ThresholdConfig
 from reconad.data import load_dataset
 from reconad.detector import Detector
 from reconad.scenarios import make_splits
+from reconad.thresholds import evaluate_sets
+
+from .common import Context, at, bar_plot, evaluate_detector, mean_std
 
 # one autoencoder, trained on the images as they are (no ensemble, no augmentation)
 ONE_PLAIN_AE = ["model.members=1", "train.augment_rotation=0", "train.augment_shift=0",
@@ -103,7 +105,8 @@ def _fit_pyod(name: str, model, splits, seed: int) -> dict:
     model.fit(_flat(splits.train))
     fit_seconds = time.perf_counter() - start
     scores = {n: model.decision_function(_flat(s.x)) for n, s in splits.sets.items()}
-    metrics = evaluate_scores(scores, splits, model.decision_function(_flat(splits.val)), YOUDEN)
+    metrics = evaluate_sets(scores, splits, model.decision_function(_flat(splits.val)),
+                            YOUDEN)[1]
     epochs = getattr(model, "epoch_num", None)
     return _row(name, seed, metrics, fit_seconds, loop[0] / epochs if loop else None, epochs)
 
@@ -158,7 +161,7 @@ def _supervised_cnn(dataset, splits, anomaly_classes: list[int], seed: int, epoc
         return torch.cat([model(b) for b in torch.from_numpy(images).split(2048)]).numpy()
 
     scores = {n: score(s.x) for n, s in splits.sets.items()}
-    metrics = evaluate_scores(scores, splits, score(splits.val), YOUDEN)
+    metrics = evaluate_sets(scores, splits, score(splits.val), YOUDEN)[1]
     return _row("supervised CNN (trained on 8s)", seed, metrics, fit_seconds,
                 fit_seconds / epochs, epochs)
 

@@ -2,6 +2,7 @@
 
     python benchmarks/run.py NAME [--quick] [--seeds N] [--data-dir DIR] [--out DIR]
                                   [--set section.key=value ...]
+    python -m benchmarks.run NAME ...          (the same, from the repository root)
 
 Full runs write to benchmarks/results/ (committed). ``--quick`` runs a tiny budget for trying a
 benchmark out and writes to a fresh temporary folder (or ``--out``), never to the committed
@@ -19,12 +20,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import peers
-import quality
-import speed
-from common import Context, machine, write_results
+if not __package__:  # `python benchmarks/run.py`: import this folder as the package
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repository, not benchmarks/
+    __package__ = "benchmarks"
 
-from reconad.errors import ReconadError
+from reconad.errors import ReconadError  # noqa: E402
+
+from . import peers, quality, speed  # noqa: E402
+from .common import Context, machine, write_results  # noqa: E402
 
 BENCHMARKS = {
     "holdout-4-8": quality.holdout_4_8,

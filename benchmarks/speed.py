@@ -6,7 +6,7 @@
   epoch is dropped when there are several).
 - effective FLOP/s: matmul/conv FLOP of one forward + backward pass per image, counted by
   ``torch.utils.flop_counter.FlopCounterMode``, times samples/s; as a fraction of the peak.
-- scoring: ``Detector.score_samples`` images/s. Memory: the process's peak RSS (getrusage).
+- scoring: ``Detector.anomaly_score`` images/s. Memory: the process's peak RSS (getrusage).
 
 The models are the presets' autoencoders (dense: ``default``, conv: ``noise-gaussian``), one
 member, without a class head or augmentation, scored by reconstruction error; pixels do not
@@ -21,12 +21,13 @@ import time
 
 import numpy as np
 import torch
-from common import Context, bar_plot
 from torch.utils.flop_counter import FlopCounterMode
 
 from reconad.detector import Detector
 from reconad.models import build_model
 from reconad.train import set_threads
+
+from .common import Context, bar_plot
 
 MODELS = {"dense": "default", "conv": "noise-gaussian"}
 BATCHES = (64, 256, 1024)
@@ -78,7 +79,7 @@ def speed(ctx: Context) -> tuple[dict, list[dict]]:
             per_epoch = statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
             rate = n_images / per_epoch
             start = time.perf_counter()
-            det.score_samples(x)
+            det.anomaly_score(x)
             scoring = n_images / (time.perf_counter() - start)
             rows.append({
                 "model": kind, "preset": preset, "batch": batch,

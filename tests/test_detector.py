@@ -143,7 +143,7 @@ def test_unfitted_detector_says_so():
 
 @pytest.mark.parametrize(("images", "message"), [
     (np.zeros((2, 1, 20, 20), np.float32), r"trained on \(1, 16, 16\); resize them to 16x16"),
-    (np.full((2, 1, 16, 16), np.nan, np.float32), "512 NaN or infinite pixels"),
+    (np.full((2, 1, 16, 16), np.nan, np.float32), "512 pixel values of images are NaN or infinite"),
     (np.full((2, 1, 16, 16), 3.0, np.float32), r"outside \[0, 1\].*divide 8-bit images by 255"),
     (np.zeros((0, 1, 16, 16), np.float32), "non-empty array"),
     (np.zeros((16, 16), np.float32), r"shape \(N, H, W\) or \(N, C, H, W\)"),

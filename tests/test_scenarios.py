@@ -228,6 +228,14 @@ def test_bad_class_selections_raise(cfg, match):
         make_splits(_toy(), cfg, seed=0)
 
 
+def test_one_class_with_too_few_other_training_images_raises():
+    data = _toy(train_sizes=(200, 150, 120, 5))
+    cfg = ScenarioConfig(kind="one-class", normal=[0, 1, 2], dev_anomaly_fraction=0.5)
+    with pytest.raises(ReconadError, match=r"dev_anomaly_fraction=0.5 needs 24 training images "
+                                           r"of the other classes .* there are 5; lower "):
+        make_splits(data, cfg, seed=0)
+
+
 @pytest.mark.parametrize("kind", ["holdout", "one-class", "contamination"])
 def test_unlabelled_data_needs_the_corruption_scenario(kind):
     cfg = ScenarioConfig(kind=kind, normal=[0], dev_anomaly=[1], eval_anomaly=[2])

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from reconad.config import DataConfig
-from reconad.data import load_dataset, split_indices, stratified_subset
+from reconad.data import load_dataset, split_indices
 from reconad.data.user import load_images, load_user, prepare
 from reconad.errors import ReconadError
 
@@ -210,19 +210,6 @@ def test_csv_errors(tmp_path, header, rows, message):
 
 
 # --- load_dataset: splits and subsets -----------------------------------------------------
-
-
-def test_stratified_subset_keeps_proportions_and_order():
-    labels = np.repeat(np.arange(10), TRAIN_COUNTS)
-    keep = stratified_subset(labels, len(labels), 1000, seed=[0, 1])
-    assert len(keep) == 1000 and np.all(np.diff(keep) > 0)
-    counts = np.bincount(labels[keep], minlength=10)
-    assert np.all(np.abs(counts - 1000 * TRAIN_COUNTS / TRAIN_COUNTS.sum()) < 1)
-    np.testing.assert_array_equal(keep, stratified_subset(labels, len(labels), 1000, [0, 1]))
-    assert not np.array_equal(keep, stratified_subset(labels, len(labels), 1000, [1, 1]))
-    # A class of one and fewer items than classes: no refusal, exact size.
-    assert len(stratified_subset(np.array([0, 1, 1, 2, 2, 2]), 6, 2, 0)) == 2
-    assert len(stratified_subset(None, 50, 7, 0)) == 7
 
 
 def test_user_npz_split_is_seeded_stratified_and_disjoint(tmp_path, tiny_images):

@@ -23,6 +23,7 @@ import torch
 
 from reconad.config import LossConfig, ModelConfig, ScoreConfig, TrainConfig
 from reconad.errors import ReconadError
+from reconad.images import as_images
 from reconad.models import build_model
 from reconad.scoring import (
     Calibration,
@@ -39,36 +40,6 @@ FORMAT_VERSION = 3
 # version 1: no score parts, "score" is the kind string; version 2: no score.complexity
 READABLE_VERSIONS = (1, 2, 3)
 BANK_KEY = "reconad.knn_bank"  # the latent_knn training codes, beside the model weights
-
-
-def as_images(x: Any, what: str = "images") -> np.ndarray:
-    """Validate and convert images to float32 (N, C, H, W) in [0, 1].
-
-    Accepts (N, H, W) (one channel added) or (N, C, H, W); uint8 is scaled by 1/255.
-    """
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    x = np.asarray(x)
-    if x.ndim == 3:
-        x = x[:, None]
-    if x.ndim != 4 or x.shape[0] == 0:
-        raise ReconadError(
-            f"{what} must be a non-empty array of shape (N, H, W) or (N, C, H, W); got shape "
-            f"{x.shape}")
-    if x.dtype == np.uint8:
-        return x.astype(np.float32) / 255.0
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        raise ReconadError(f"{what} have dtype {x.dtype}; give numbers (uint8 or floats in [0, 1])")
-    x = x.astype(np.float32)
-    bad = int((~np.isfinite(x)).sum())
-    if bad:
-        raise ReconadError(f"{what} contain {bad} NaN or infinite pixels; clean or drop them")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < 0.0 or hi > 1.0:
-        raise ReconadError(
-            f"{what} have pixels outside [0, 1] (min {lo:g}, max {hi:g}); scale them to [0, 1] "
-            "(e.g. divide 8-bit images by 255)")
-    return x
 
 
 def _section(value: Any, cls: type, name: str):

@@ -21,10 +21,10 @@ from reconad.data import load_dataset
 from reconad.detector import Detector
 from reconad.errors import ReconadError
 from reconad.files import atomic_directory, check_writable, write_json_atomic
-from reconad.metrics import evaluate_set, group_stats
+from reconad.metrics import group_stats
 from reconad.rundir import write_history, write_scores
 from reconad.scenarios import EvalSet, Splits, make_splits
-from reconad.thresholds import compute_thresholds
+from reconad.thresholds import evaluate_sets
 
 SAMPLES_PER_GROUP = 8
 GALLERY_SIZE = 16
@@ -96,17 +96,14 @@ def run(
         console.print("[yellow]training interrupted: keeping the best model so far[/]")
 
     scores = {name: detector.score_samples(s.x) for name, s in splits.sets.items()}
-    dev = splits.sets["dev"]
-    thresholds = compute_thresholds(
-        scores["dev"], dev.is_anomaly,
-        splits.quantile_reference(scores["dev"], detector.val_scores_), config.threshold)
+    thresholds, set_metrics = evaluate_sets(scores, splits, detector.val_scores_,
+                                            config.threshold)
     chosen = config.threshold.method
     if thresholds.get(chosen) is None:
         raise ReconadError(f"threshold.method={chosen} cannot be computed on this development "
                            "set (it needs both normal and anomalous images); use "
                            "threshold.method=quantile")
     detector.set_threshold(thresholds[chosen], chosen)
-    usable = {k: v for k, v in thresholds.items() if v is not None}
 
     metrics = {
         "reconad_version": __version__, "name": config.name, "scenario": config.scenario.kind,
@@ -116,8 +113,7 @@ def run(
         "train": {"groups": group_stats(detector.score_samples(splits.train),
                                         np.full(len(splits.train), splits.train_group))},
     }
-    for name, eval_set in splits.sets.items():
-        metrics[name] = evaluate_set(scores[name], eval_set.is_anomaly, eval_set.group, usable)
+    metrics.update(set_metrics)  # one entry per evaluated set, thresholds chosen on dev
 
     run_dir = None
     if write:

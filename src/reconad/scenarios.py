@@ -36,6 +36,7 @@ import numpy as np
 from reconad.config import ScenarioConfig
 from reconad.data import Dataset
 from reconad.errors import ReconadError
+from reconad.sampling import stratified_sample
 
 
 @dataclass(frozen=True, eq=False)
@@ -197,15 +198,9 @@ def _one_class(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
                                     _rng(seed, "val"), "scenario.val_fraction",
                                     "normal training images")
     # Development anomalies: other classes' TRAINING images, so the test set stays untouched.
-    pool = _where(train_y, others)
-    count = _count(cfg.dev_anomaly_fraction, len(val_idx))
-    if count > len(pool):
-        raise ReconadError(
-            f"scenario.dev_anomaly_fraction={cfg.dev_anomaly_fraction} asks for {count} "
-            f"development anomalies but the other classes have only {len(pool)} training "
-            "images; lower scenario.dev_anomaly_fraction"
-        )
-    picked = _stratified_sample(pool, train_y, count, _rng(seed, "dev anomalies"))
+    picked = _draw_share(_where(train_y, others), train_y, "scenario.dev_anomaly_fraction",
+                         cfg.dev_anomaly_fraction, len(val_idx), _rng(seed, "dev anomalies"),
+                         "training images of the other classes (development anomalies)")
     dev = _concat(_normals(data.train_x, train_y, val_idx, "train"),
                   _by_class(data.train_x, train_y, picked, "train", "class "))
 
@@ -237,7 +232,7 @@ def _corruption(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
                     fraction: float, stream: str) -> EvalSet:
         """The clean images ``idx`` plus corrupted copies of a seeded fraction of them."""
         count = _count(fraction, len(idx))
-        picked = _stratified_sample(idx, y, count, _rng(seed, stream))
+        picked = stratified_sample(idx, y, count, _rng(seed, stream))
         noisy = _corrupt(x[picked], cfg.noise, cfg.noise_level, _rng(seed, stream + " noise"))
         copies = _make_set(noisy, True, f"{cfg.noise} {cfg.noise_level:g}",
                            _label_of(y, picked), np.char.add(_ids(origin, picked),
@@ -269,15 +264,9 @@ def _contamination(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
 
     def plant(y: np.ndarray, normal_idx: np.ndarray, stream: str, where: str) -> np.ndarray:
         """A seeded sample of contaminant images, ``contamination`` x the normal count."""
-        pool = _where(y, cfg.contaminant)
-        count = _count(cfg.contamination, len(normal_idx))
-        if count > len(pool):
-            raise ReconadError(
-                f"scenario.contamination={cfg.contamination} needs {count} {where} images of "
-                f"classes {cfg.contaminant} but there are {len(pool)}; lower "
-                "scenario.contamination"
-            )
-        return _stratified_sample(pool, y, count, _rng(seed, stream))
+        return _draw_share(_where(y, cfg.contaminant), y, "scenario.contamination",
+                           cfg.contamination, len(normal_idx), _rng(seed, stream),
+                           f"{where} images of classes {cfg.contaminant}")
 
     normal_train = _where(train_y, normal)
     planted = plant(train_y, normal_train, "planted", "training")
@@ -349,6 +338,16 @@ def _count(fraction: float, n: int) -> int:
     return max(1, int(fraction * n + 0.5))
 
 
+def _draw_share(pool: np.ndarray, labels: np.ndarray, key: str, fraction: float, n: int,
+                rng: np.random.Generator, what: str) -> np.ndarray:
+    """A stratified sample of round(fraction x n) images of ``pool``; raises when it is short."""
+    count = _count(fraction, n)
+    if count > len(pool):
+        raise ReconadError(f"{key}={fraction} needs {count} {what} but there are {len(pool)}; "
+                           f"lower {key}")
+    return stratified_sample(pool, labels, count, rng)
+
+
 def _split_off(idx: np.ndarray, labels: np.ndarray | None, fraction: float,
                rng: np.random.Generator, key: str, what: str) -> tuple[np.ndarray, np.ndarray]:
     """Split ``idx`` into (kept, held out), holding out round(fraction x n) stratified images."""
@@ -360,28 +359,8 @@ def _split_off(idx: np.ndarray, labels: np.ndarray | None, fraction: float,
             f"{key}={fraction} of {n} {what} leaves no {empty} images; use more images or "
             f"{'raise' if count == 0 else 'lower'} {key}"
         )
-    held = _stratified_sample(idx, labels, count, rng)
+    held = stratified_sample(idx, labels, count, rng)
     return np.setdiff1d(idx, held), held
-
-
-def _stratified_sample(idx: np.ndarray, labels: np.ndarray | None, count: int,
-                       rng: np.random.Generator) -> np.ndarray:
-    """A seeded sample (ascending) of ``count`` of ``idx``, class shares as in ``idx``.
-
-    Each class gets floor(count x share) images and the remaining ones go to the classes
-    with the largest remainders (largest-remainder apportionment), so the total is exact.
-    Without labels the sample is a plain random draw.
-    """
-    if labels is None:
-        return np.sort(rng.choice(idx, size=count, replace=False))
-    classes, inverse, sizes = np.unique(labels[idx], return_inverse=True, return_counts=True)
-    quota = count * sizes / len(idx)
-    take = np.floor(quota).astype(int)
-    leftover = count - int(take.sum())
-    take[np.argsort(-(quota - take), kind="stable")[:leftover]] += 1
-    picked = [rng.choice(idx[inverse == k], size=take[k], replace=False)
-              for k in range(len(classes))]
-    return np.sort(np.concatenate(picked))
 
 
 def _corrupt(x: np.ndarray, kind: str, level: float, rng: np.random.Generator) -> np.ndarray:

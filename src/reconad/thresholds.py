@@ -19,12 +19,18 @@ one flagging the fewest images.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from reconad.config import ThresholdConfig
 from reconad.errors import ReconadError
-from reconad.metrics import check_scores
+from reconad.metrics import check_scores, evaluate_set
+
+if TYPE_CHECKING:
+    from reconad.scenarios import Splits
 
 METHODS = ("youden", "max_f1", "pr_closest", "quantile", "target_fpr", "target_recall", "fixed")
 
@@ -126,3 +132,35 @@ def _strict(t: float, distinct: np.ndarray) -> float:
 def _first_best(values: np.ndarray) -> int:
     """Index of the first maximum, treating values within float round-off as tied."""
     return int(np.flatnonzero(values >= values.max() - 1e-12)[0])
+
+
+def evaluate_sets(
+    scores: Mapping[str, np.ndarray],
+    splits: Splits,
+    val_scores: np.ndarray,
+    cfg: ThresholdConfig,
+) -> tuple[dict[str, float | None], dict[str, dict]]:
+    """Pick every threshold on the development set, then evaluate every set at them.
+
+    The one place where "thresholds come from dev, metrics from every set" is done, for the
+    pipeline and for any other scorer (benchmarks' baselines).
+
+    Args:
+        scores: (N,) scores of every set of ``splits.sets`` by name (higher = more anomalous).
+        splits: the scenario's splits; ``splits.sets["dev"]`` picks the thresholds.
+        val_scores: the normal validation images' scores; the ``quantile`` threshold uses
+            ``splits.quantile_reference(dev scores, val_scores)``.
+        cfg: the ``threshold`` config section.
+
+    Returns:
+        ``(thresholds, per_set)``: every method's value as :func:`compute_thresholds` gives it
+        (None where it cannot be computed), and metrics.json's entry of each set (in
+        ``splits.sets`` order) at the thresholds that could be computed.
+    """
+    dev = splits.sets["dev"]
+    thresholds = compute_thresholds(
+        scores["dev"], dev.is_anomaly, splits.quantile_reference(scores["dev"], val_scores), cfg)
+    usable = {k: v for k, v in thresholds.items() if v is not None}
+    per_set = {name: evaluate_set(scores[name], s.is_anomaly, s.group, usable)
+               for name, s in splits.sets.items()}
+    return thresholds, per_set

@@ -9,6 +9,7 @@ import numpy as np
 
 from reconad.config import DataConfig
 from reconad.errors import ReconadError
+from reconad.sampling import stratified_sample
 
 
 @dataclass(frozen=True)
@@ -93,49 +94,14 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
             )
     train_index, test_index = np.arange(len(train_x)), np.arange(len(test_x))
     if cfg.max_train is not None and cfg.max_train < len(train_x):
-        keep = stratified_subset(train_y, len(train_x), cfg.max_train, seed=[seed, 1])
+        keep = stratified_sample(len(train_x), train_y, cfg.max_train, seed=[seed, 1])
         train_x, train_y = train_x[keep], None if train_y is None else train_y[keep]
         train_index = keep
     if cfg.max_test is not None and cfg.max_test < len(test_x):
-        keep = stratified_subset(test_y, len(test_x), cfg.max_test, seed=[seed, 2])
+        keep = stratified_sample(len(test_x), test_y, cfg.max_test, seed=[seed, 2])
         test_x, test_y = test_x[keep], None if test_y is None else test_y[keep]
         test_index = keep
     return Dataset(name, train_x, train_y, test_x, test_y, train_index, test_index)
-
-
-def stratified_subset(
-    labels: np.ndarray | None, n_total: int, size: int, seed: int | list[int]
-) -> np.ndarray:
-    """Indices of a seeded random subset of ``size`` items keeping the class proportions.
-
-    Each class gets ``size * n_class / n_total`` items rounded by largest remainder, so the
-    total is exactly ``size``; the indices are returned sorted (the original order).
-    We allocate ourselves rather than use scikit-learn's stratified splitters because those
-    refuse classes with a single member and sizes below the number of classes.
-
-    Args:
-        labels: ``(n_total,)`` class of each item, or None (plain random subset).
-        n_total: number of items.
-        size: how many to keep, ``0 <= size <= n_total``.
-        seed: seed (or seed sequence) of the random choice.
-
-    Returns:
-        Sorted int64 indices, ``(size,)``.
-    """
-    rng = np.random.default_rng(seed)
-    if labels is None:
-        return np.sort(rng.choice(n_total, size=size, replace=False)).astype(np.int64)
-    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    exact = size * counts / n_total
-    quota = np.floor(exact).astype(np.int64)
-    # Hand the remaining items to the classes with the largest fractional parts (stable order).
-    leftover = size - int(quota.sum())
-    quota[np.argsort(-(exact - quota), kind="stable")[:leftover]] += 1
-    chosen = [
-        rng.choice(np.flatnonzero(inverse == k), size=int(quota[k]), replace=False)
-        for k in range(len(classes))
-    ]
-    return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
 def split_indices(
@@ -153,7 +119,7 @@ def split_indices(
             "data.test_source"
         )
     n_test = min(max(round(n_total * test_fraction), 1), n_total - 1)
-    test = stratified_subset(labels, n_total, n_test, seed=[seed, 0])
+    test = stratified_sample(n_total, labels, n_test, seed=[seed, 0])
     train = np.setdiff1d(np.arange(n_total), test)
     return train.astype(np.int64), test
 

@@ -1,8 +1,9 @@
 """The user's own images: ``.npz``/``.npy`` arrays, a folder of image files, or a CSV.
 
 Whatever the input, the output is float32 ``(N, C, H, W)`` in [0, 1] with C = 1 or 3, plus
-int64 labels ``(N,)`` or None. Pixel values are never silently rescaled: uint8 is divided by
-255, other integers must lie in 0..255, floats must already lie in [0, 1].
+int64 labels ``(N,)`` or None. Pixel values follow :func:`reconad.images.as_images`, the rule
+the detector applies too: integers are 0..255 grey levels divided by 255, floats must already
+lie in [0, 1].
 
 >>> x, y = load_images("digits/")  # doctest: +SKIP  (digits/0/*.png, digits/1/*.png, ...)
 >>> x.shape, x.dtype, y[:3]
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from reconad.errors import ReconadError
+from reconad.images import as_images
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm",
                   ".ppm", ".pbm"}
@@ -86,7 +88,7 @@ def load_user(
     elif "idx3-ubyte" in path.name:  # an MNIST-style IDX image file (.gz or raw)
         from reconad.data.idx import read_idx
 
-        data = UserImages(to_unit_float(to_nchw(read_idx(path), str(path)), str(path)), None)
+        data = UserImages(as_images(to_nchw(read_idx(path), str(path)), str(path)), None)
     else:
         raise ReconadError(f"{path}: unsupported file type {suffix or '(none)'!r}; give {FORMATS}")
     return UserImages(
@@ -132,40 +134,6 @@ def to_nchw(images: np.ndarray, name: str) -> np.ndarray:
         f"{name} has shape {images.shape}; expected (N, H, W), (N, H, W, C) or (N, C, H, W) "
         "with C = 1 or 3 channels"
     )
-
-
-def to_unit_float(values: np.ndarray, name: str) -> np.ndarray:
-    """Pixel values as float32 in [0, 1]: uint8 / 255, other integers in 0..255 / 255, floats as
-    they are; anything else (NaN, inf, out of range, non-numbers) raises."""
-    kind = values.dtype.kind
-    if kind == "b":
-        return values.astype(np.float32)
-    if kind in "ui":
-        if values.dtype != np.uint8:
-            bad = int(np.count_nonzero((values < 0) | (values > 255)))
-            if bad:
-                raise ReconadError(
-                    f"{bad} pixel values of {name} lie outside 0..255 (min {values.min()}, "
-                    f"max {values.max()}); integer images must hold 0..255 grey levels: rescale "
-                    "them, or store floats in [0, 1]"
-                )
-        return values.astype(np.float32) / np.float32(255.0)
-    if kind == "f":
-        finite = np.isfinite(values)
-        if not finite.all():
-            raise ReconadError(
-                f"{values.size - int(np.count_nonzero(finite))} pixel values of {name} are NaN or "
-                "infinite; fix or drop those images"
-            )
-        bad = int(np.count_nonzero((values < 0) | (values > 1)))
-        if bad:
-            raise ReconadError(
-                f"{bad} pixel values of {name} lie outside [0, 1] (min {values.min():g}, max "
-                f"{values.max():g}); float images must be scaled to [0, 1] (divide 0..255 grey "
-                "levels by 255)"
-            )
-        return values.astype(np.float32)
-    raise ReconadError(f"{name} holds {values.dtype} values; images must be numbers")
 
 
 def encode_labels(
@@ -247,7 +215,7 @@ def _load_arrays(path: Path, classes: Sequence[str] | None) -> UserImages:
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ReconadError(f"{path} is not a readable NumPy file ({exc}); save it again") from None
     if isinstance(loaded, np.ndarray):  # .npy
-        return UserImages(to_unit_float(to_nchw(loaded, str(path)), str(path)), None)
+        return UserImages(as_images(to_nchw(loaded, str(path)), str(path)), None)
     with loaded:
         arrays = {key: loaded[key] for key in loaded.files}
     x_key = next((k for k in ("x", "images") if k in arrays), None)
@@ -273,7 +241,7 @@ def _images_and_labels(
     classes: Sequence[str] | None,
 ) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...] | None]:
     name = f"{path}[{x_key!r}]"
-    x = to_unit_float(to_nchw(arrays[x_key], name), name)
+    x = as_images(to_nchw(arrays[x_key], name), name)
     if y_key is None:
         return x, None, None
     y, names = encode_labels(arrays[y_key], f"{path}[{y_key!r}]", classes)
@@ -326,7 +294,7 @@ def _load_csv(path: Path, label_column: str, classes: Sequence[str] | None) -> U
         labels, names = encode_labels(raw, f"column {label_column!r} of {path}", classes)
     if np.all(pixels == np.round(pixels)):  # written as whole numbers: 0..255 grey levels
         pixels = pixels.astype(np.int64)
-    x = to_unit_float(pixels, str(path)).reshape(len(pixels), 1, side, side)
+    x = as_images(pixels.reshape(len(pixels), side, side), str(path))  # (N, 1, H, W)
     return UserImages(x, labels, names)
 
 
@@ -421,16 +389,14 @@ def _read_image(path: Path, folder: Path) -> np.ndarray:
                 grey = np.asarray(image, dtype=np.float64) / 65535.0
                 return np.clip(grey, 0.0, 1.0).astype(np.float32)[None]
             if mode == "F":
-                return to_unit_float(np.asarray(image, dtype=np.float32), str(path))[None]
-            if mode in ("1", "L", "LA", "La"):
+                pixels = np.asarray(image, dtype=np.float32)[None]  # (1, H, W), checked below
+            elif mode in ("1", "L", "LA", "La"):
                 pixels = np.asarray(image.convert("L"))[None]  # (1, H, W), alpha dropped
             else:
                 pixels = np.asarray(image.convert("RGB")).transpose(2, 0, 1)  # (3, H, W)
-    except ReconadError:
-        raise
     except Exception as exc:  # Pillow raises many types for a file that is not an image
         raise ReconadError(
             f"{path} is not an image Pillow can read ({type(exc).__name__}: {exc}); remove it "
             f"from {folder} or convert it to PNG"
         ) from None
-    return pixels.astype(np.float32) / np.float32(255.0)
+    return as_images(pixels[None], str(path))[0]  # (C, H, W): uint8 / 255, floats as they are
