@@ -69,7 +69,7 @@ def evaluate_scores(scores: dict[str, np.ndarray], splits: Splits, val_scores: n
 
 def evaluate_detector(detector: Detector, splits: Splits, threshold: ThresholdConfig) -> dict:
     """:func:`evaluate_scores` for a fitted reconad detector on (possibly other) splits."""
-    scores = {name: detector.score_samples(s.x) for name, s in splits.sets.items()}
+    scores = {name: detector.anomaly_score(s.x) for name, s in splits.sets.items()}
     return evaluate_scores(scores, splits, detector.val_scores_, threshold)
 
 

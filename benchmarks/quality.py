@@ -52,7 +52,7 @@ def holdout_4_8(ctx: Context) -> tuple[dict, list[dict]]:
             cfg, result = _run(ctx, preset, [f"seed={seed}", "scenario.split_final=true"])
             plain = cfg.scenario.model_copy(update={"split_final": False})
             splits = make_splits(load_dataset(cfg.data, seed), plain, seed)
-            auroc = {name: float(roc_auc_score(s.is_anomaly, result.detector.score_samples(s.x)))
+            auroc = {name: float(roc_auc_score(s.is_anomaly, result.detector.anomaly_score(s.x)))
                      for name, s in splits.sets.items()}
             # The same model judged by its reconstruction error alone (the plain AE score).
             recon = {name: float(roc_auc_score(s.is_anomaly,

@@ -6,7 +6,7 @@
   epoch is dropped when there are several).
 - effective FLOP/s: matmul/conv FLOP of one forward + backward pass per image, counted by
   ``torch.utils.flop_counter.FlopCounterMode``, times samples/s; as a fraction of the peak.
-- scoring: ``Detector.score_samples`` images/s. Memory: the process's peak RSS (getrusage).
+- scoring: ``Detector.anomaly_score`` images/s. Memory: the process's peak RSS (getrusage).
 
 The models are the presets' autoencoders (dense: ``default``, conv: ``noise-gaussian``), one
 member, without a class head or augmentation, scored by reconstruction error; pixels do not
@@ -73,12 +73,12 @@ def speed(ctx: Context) -> tuple[dict, list[dict]]:
                 "batch_size": batch, "epochs": epochs, "patience": None, "schedule": "none",
                 "augment_rotation": 0.0, "augment_shift": 0.0, "augment_zoom": 0.0})
             det = Detector(model=model_cfg, loss=cfg.loss, train=train, score=cfg.score.kind)
-            det.fit(x, x[:256])  # a tiny validation set: the epoch time is training
+            det.fit(x, X_val=x[:256])  # a tiny validation set: the epoch time is training
             seconds = [r["seconds"] for r in det.history_.rows]
             per_epoch = statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
             rate = n_images / per_epoch
             start = time.perf_counter()
-            det.score_samples(x)
+            det.anomaly_score(x)
             scoring = n_images / (time.perf_counter() - start)
             rows.append({
                 "model": kind, "preset": preset, "batch": batch,

@@ -47,15 +47,15 @@ def test_fit_returns_self_and_sets_fitted_attributes(split):
 
 def test_anomalies_score_higher(fitted, split):
     _, x, is_anomaly = split
-    scores = fitted.score_samples(x)
+    scores = fitted.anomaly_score(x)
     assert scores.shape == (len(x),)
     assert roc_auc_score(is_anomaly, scores) > 0.95
 
 
-def test_predict_is_score_above_threshold(fitted, split):
+def test_flag_is_score_above_threshold(fitted, split):
     _, x, _ = split
-    np.testing.assert_array_equal(fitted.predict(x),
-                                  (fitted.score_samples(x) > fitted.threshold_).astype(int))
+    np.testing.assert_array_equal(fitted.flag(x),
+                                  (fitted.anomaly_score(x) > fitted.threshold_).astype(int))
 
 
 def test_reconstruction_and_error_maps_have_image_shapes(fitted, split):
@@ -64,21 +64,21 @@ def test_reconstruction_and_error_maps_have_image_shapes(fitted, split):
     maps = fitted.error_maps(x[:5])
     assert maps.shape == (5, 16, 16)
     # For mse the per-image score is the mean of the per-pixel squared error map.
-    np.testing.assert_allclose(maps.mean(axis=(1, 2)), fitted.score_samples(x[:5]), rtol=1e-5)
+    np.testing.assert_allclose(maps.mean(axis=(1, 2)), fitted.anomaly_score(x[:5]), rtol=1e-5)
 
 
 def test_uint8_and_three_dimensional_inputs_are_accepted(fitted, split):
     _, x, _ = split
     as_uint8 = np.round(x[:, 0] * 255).astype(np.uint8)  # (N, H, W)
-    np.testing.assert_allclose(fitted.score_samples(as_uint8),
-                               fitted.score_samples(as_uint8.astype(np.float32)[:, None] / 255),
+    np.testing.assert_allclose(fitted.anomaly_score(as_uint8),
+                               fitted.anomaly_score(as_uint8.astype(np.float32)[:, None] / 255),
                                rtol=1e-6)
 
 
 def test_same_seed_same_scores(split):
     normal, x, _ = split
-    a = Detector(train={"epochs": 1}, seed=5).fit(normal).score_samples(x)
-    b = Detector(train={"epochs": 1}, seed=5).fit(normal).score_samples(x)
+    a = Detector(train={"epochs": 1}, seed=5).fit(normal).anomaly_score(x)
+    b = Detector(train={"epochs": 1}, seed=5).fit(normal).anomaly_score(x)
     np.testing.assert_array_equal(a, b)
 
 
@@ -87,7 +87,7 @@ def test_save_load_round_trip_scores_alone(fitted, split, tmp_path):
     fitted.set_threshold(0.0123, "youden")
     path = fitted.save(tmp_path / "det.safetensors")
     loaded = Detector.load(path)
-    np.testing.assert_array_equal(loaded.score_samples(x), fitted.score_samples(x))
+    np.testing.assert_array_equal(loaded.anomaly_score(x), fitted.anomaly_score(x))
     assert (loaded.threshold_, loaded.threshold_method_) == (0.0123, "youden")
     assert loaded.input_shape_ == fitted.input_shape_
     assert not list(tmp_path.glob(".*partial*"))
@@ -138,6 +138,8 @@ def test_not_a_detector_file(tmp_path):
 
 def test_unfitted_detector_says_so():
     with pytest.raises(ReconadError, match="not fitted yet"):
+        Detector().flag(np.zeros((1, 1, 8, 8), np.float32))
+    with pytest.raises(ReconadError, match="not fitted yet"):
         Detector().predict(np.zeros((1, 1, 8, 8), np.float32))
 
 
@@ -150,7 +152,7 @@ def test_unfitted_detector_says_so():
 ])
 def test_bad_images_are_named(fitted, images, message):
     with pytest.raises(ReconadError, match=message):
-        fitted.score_samples(images)
+        fitted.anomaly_score(images)
 
 
 def test_invalid_settings_are_reported_at_fit(split):

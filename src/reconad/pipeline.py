@@ -87,15 +87,14 @@ def run(
     detector = Detector(
         model=config.model, loss=config.loss, train=config.train, score=config.score,
         quantile=config.threshold.quantile, seed=config.seed, progress=progress,
-    ).fit(splits.train, splits.val, y=splits.train_labels if config.model.class_head else None)
-    detector.preprocessing_ = {
-        "resize": list(config.data.resize) if config.data.resize else None,
-        "grayscale": config.data.grayscale,
-    }
+    ).fit(splits.train, y=splits.train_labels if config.model.class_head else None,
+          X_val=splits.val, preprocessing={
+              "resize": list(config.data.resize) if config.data.resize else None,
+              "grayscale": config.data.grayscale})
     if detector.history_.interrupted:
         console.print("[yellow]training interrupted: keeping the best model so far[/]")
 
-    scores = {name: detector.score_samples(s.x) for name, s in splits.sets.items()}
+    scores = {name: detector.anomaly_score(s.x) for name, s in splits.sets.items()}
     dev = splits.sets["dev"]
     thresholds = compute_thresholds(
         scores["dev"], dev.is_anomaly,
@@ -113,7 +112,7 @@ def run(
         "score": config.score.kind, "score_parts": list(config.score.parts),
         "chosen_threshold": chosen,
         "training": detector.history_.summary(),
-        "train": {"groups": group_stats(detector.score_samples(splits.train),
+        "train": {"groups": group_stats(detector.anomaly_score(splits.train),
                                         np.full(len(splits.train), splits.train_group))},
     }
     for name, eval_set in splits.sets.items():
