@@ -279,6 +279,9 @@ class Detector(OutlierMixin, BaseEstimator):
             "classes": self.classes_, "threshold": self.threshold_,
             "threshold_method": self.threshold_method_, "preprocessing": self.preprocessing_,
             "history": None if self.history_ is None else dataclasses.asdict(self.history_),
+            "params": {"train": _section(self.train, TrainConfig, "train").model_dump(mode="json"),
+                       "quantile": self.quantile, "val_fraction": self.val_fraction,
+                       "seed": self.seed},
         }
         tensors = {**self.model_.state_dict(), **self.scorer_.tensors()}
         if self.val_scores_ is not None:
@@ -299,9 +302,11 @@ class Detector(OutlierMixin, BaseEstimator):
         except ReconadError as exc:
             raise ReconadError(f"detector file {path} is damaged or was edited ({exc}); "
                                "re-create it with `reconad run` or Detector.save()") from None
+        params = {k: v.model_dump(mode="json") if k == "train" else v
+                  for k, v in header.params.items()}
         det = cls(model=header.model.model_dump(mode="json"),
                   loss=header.loss.model_dump(mode="json"),
-                  score=header.score.model_dump(mode="json"))
+                  score=header.score.model_dump(mode="json"), **params)
         det.model_, det.input_shape_ = network, header.input_shape
         det.config_ = {"model": det.model, "loss": det.loss}
         det.scorer_, det.classes_ = scorer, header.classes

@@ -24,7 +24,7 @@ from typing import Any, get_args
 
 import torch
 
-from reconad.config import LossConfig, ModelConfig, ScoreConfig, ThresholdMethod
+from reconad.config import LossConfig, ModelConfig, ScoreConfig, ThresholdMethod, TrainConfig
 from reconad.errors import ReconadError
 from reconad.files import atomic_file
 from reconad.models import Autoencoder, build_model
@@ -56,6 +56,7 @@ class Header:
     threshold_method: str
     preprocessing: dict
     raw_history: Any  # the training history's rows, checked by the detector (None before v4)
+    params: dict  # the other constructor arguments: train, quantile, val_fraction, seed
 
 
 def write_detector_file(path: str | Path, header: dict,
@@ -160,7 +161,26 @@ def check_header(raw: dict, n_tensors: int) -> Header:
         loss=section("loss", LossConfig), score=section("score", ScoreConfig),
         calibration=raw.get("calibration"), classes=classes, threshold=float(threshold),
         threshold_method=method, preprocessing=check_preprocessing(raw.get("preprocessing")),
-        raw_history=raw.get("history"))
+        raw_history=raw.get("history"), params=_check_params(raw.get("params")))
+
+
+def _check_params(value: Any) -> dict:
+    """The saved constructor arguments (files before version 4 have none: {})."""
+    if value is None:
+        return {}
+    ok = isinstance(value, dict) and set(value) == {"train", "quantile", "val_fraction", "seed"}
+    if ok:
+        from pydantic import ValidationError
+
+        try:
+            value = {**value, "train": TrainConfig.model_validate(value["train"])}
+        except (ValidationError, TypeError):
+            ok = False
+    if not (ok and _is_number(value["quantile"]) and 0 < value["quantile"] < 1
+            and _is_number(value["val_fraction"]) and 0 <= value["val_fraction"] < 1
+            and _is_int(value["seed"])):
+        raise ReconadError("header field params is not train, quantile, val_fraction and seed")
+    return value
 
 
 def check_preprocessing(value: Any) -> dict:

@@ -106,7 +106,7 @@ LOG_PARTS = ("recon", "latent_knn")  # positive distances: standardised on a log
 
 
 KNN_QUERIES = 256  # codes compared with the bank at once
-KNN_BANK_CHUNK = 4096  # bank codes per distance block: at most (256, 4096) floats at a time
+KNN_BANK_CHUNK = 8192  # bank codes per distance block: at most (256, 8192) floats at once
 KNN_MARGIN = 8  # extra candidates re-measured exactly, in case rounding misordered the k-th
 
 
@@ -130,22 +130,22 @@ def knn_distance(codes: torch.Tensor, bank: torch.Tensor, k: int) -> np.ndarray:
     """
     k = min(k, len(bank))
     n_candidates = min(len(bank), k + KNN_MARGIN)
-    bank_sq = (bank * bank).sum(1)  # (M,)
+    # Rank by |b|^2 - 2 a.b (|a|^2 is the same for all of a row's candidates), in one matmul:
+    # [a, 1] . [-2 b, |b|^2].
+    keys = torch.cat([-2.0 * bank, (bank * bank).sum(1, keepdim=True)], dim=1).T  # (D+1, M)
     out = []
     for start in range(0, len(codes), KNN_QUERIES):
         query = codes[start : start + KNN_QUERIES]  # (B, D)
-        query_sq = (query * query).sum(1, keepdim=True)  # (B, 1)
-        best_d = torch.empty(len(query), 0)
-        best_i = torch.empty(len(query), 0, dtype=torch.long)
+        lifted = torch.cat([query, torch.ones(len(query), 1)], dim=1)  # (B, D+1)
+        found_d, found_i = [], []
         for b0 in range(0, len(bank), KNN_BANK_CHUNK):
-            block = bank[b0 : b0 + KNN_BANK_CHUNK]  # (Mb, D)
-            d2 = query_sq + bank_sq[b0 : b0 + len(block)] - 2.0 * query @ block.T  # (B, Mb)
-            d2 = torch.cat([best_d, d2], dim=1)
-            idx = torch.cat([best_i, torch.arange(b0, b0 + len(block)).expand(len(query), -1)],
-                            dim=1)
-            best_d, pick = d2.topk(min(n_candidates, d2.shape[1]), dim=1, largest=False)
-            best_i = idx.gather(1, pick)
-        exact = (query[:, None, :] - bank[best_i]).norm(dim=2)  # (B, candidates)
+            rank = lifted @ keys[:, b0 : b0 + KNN_BANK_CHUNK]  # (B, Mb)
+            d, i = rank.topk(min(n_candidates, rank.shape[1]), dim=1, largest=False)
+            found_d.append(d)
+            found_i.append(i + b0)
+        pick = torch.cat(found_d, 1).topk(n_candidates, dim=1, largest=False).indices
+        candidates = torch.cat(found_i, 1).gather(1, pick)  # (B, k + margin) bank rows
+        exact = (query[:, None, :] - bank[candidates]).norm(dim=2)  # (B, k + margin)
         nearest = exact.topk(k, dim=1, largest=False).values.sort(dim=1).values
         out.append(nearest.double().mean(1).numpy())
     return np.concatenate(out) if out else np.empty(0)
