@@ -143,3 +143,52 @@ def test_pipeline_refuses_a_class_head_on_an_unlabelled_pool(mnist_dir, tmp_path
     with pytest.raises(ReconadError, match="contamination scenario trains on unlabelled pool"):
         run(cfg, tmp_path / "r", progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def _knn_oracle(codes: np.ndarray, bank: np.ndarray, k: int) -> np.ndarray:
+    """Brute force in float64: mean distance to the k nearest bank codes."""
+    dist = np.sqrt(((codes[:, None, :].astype(np.float64) - bank[None].astype(np.float64))
+                    ** 2).sum(-1))
+    return np.sort(dist, axis=1)[:, :k].mean(1)
+
+
+@pytest.mark.parametrize("k", [1, 3, 40])
+def test_knn_distance_matches_a_float64_brute_force_oracle(monkeypatch, k):
+    import reconad.scoring as scoring
+
+    # Small blocks so that queries and bank are both split into several (memory bound).
+    monkeypatch.setattr(scoring, "KNN_QUERIES", 16)
+    monkeypatch.setattr(scoring, "KNN_BANK_CHUNK", 50)
+    rng = np.random.default_rng(k)
+    bank = rng.normal(5.0, 1.0, (230, 12)).astype(np.float32)  # offset: |a|^2 >> |a - b|^2
+    near = bank[:20] + rng.normal(0, 1e-4, (20, 12)).astype(np.float32)  # tiny distances
+    far = rng.normal(5.0, 1.0, (37, 12)).astype(np.float32)
+    codes = np.concatenate([near, far, bank[20:23]])  # and exact duplicates (distance 0)
+    got = scoring.knn_distance(torch.from_numpy(codes), torch.from_numpy(bank), k)
+    assert got.dtype == np.float64 and got.shape == (len(codes),)
+    np.testing.assert_allclose(got, _knn_oracle(codes, bank, k), rtol=1e-5, atol=1e-6)
+    if k == 1:  # small distances stay accurate (the matmul form alone loses them)
+        np.testing.assert_allclose(got[:20], _knn_oracle(near, bank, 1), rtol=1e-3)
+        assert np.all(got[-3:] == 0.0)
+
+
+def test_knn_distance_with_k_above_the_bank_size_uses_the_whole_bank():
+    from reconad.scoring import knn_distance
+
+    rng = np.random.default_rng(0)
+    bank, codes = rng.normal(size=(4, 3)), rng.normal(size=(5, 3))
+    got = knn_distance(torch.from_numpy(codes).float(), torch.from_numpy(bank).float(), 10)
+    np.testing.assert_allclose(got, _knn_oracle(codes, bank, 4), rtol=1e-5)
+
+
+def test_scorer_rules_live_in_one_place(fitted):
+    from reconad.config import ScoreConfig
+    from reconad.scorer import Scorer
+
+    header = fitted.scorer_.to_header()
+    assert header["calibration"]["mean"] == fitted.scorer_.calibration.mean
+    assert Scorer(ScoreConfig(parts=["recon", "latent_knn"])).calibrated
+    assert not Scorer(ScoreConfig(parts=["latent_knn"])).calibrated
+    no_head = build_model(ModelConfig(hidden=[8], latent=2), (1, 16, 16))
+    with pytest.raises(ReconadError, match="class_energy needs model.class_head=true"):
+        Scorer(ScoreConfig(parts=["class_energy"])).check_model(no_head)
