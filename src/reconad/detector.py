@@ -156,8 +156,6 @@ class Detector(OutlierMixin, BaseEstimator):
         loss_cfg = _section(self.loss, LossConfig, "loss")
         train_cfg = _section(self.train, TrainConfig, "train")
         scorer = Scorer(_score_config(self.score))
-        if "class_energy" in scorer.config.parts and not model_cfg.class_head:
-            raise ReconadError("score.parts class_energy needs model.class_head=true")
         if not 0.0 < self.quantile < 1.0:
             raise ReconadError(f"quantile must be between 0 and 1 (exclusive); got {self.quantile}")
         preprocessing = check_preprocessing(preprocessing)
@@ -177,6 +175,7 @@ class Detector(OutlierMixin, BaseEstimator):
                     f"{x.shape[1:]}; give both the same (C, H, W)")
         torch.manual_seed(self.seed)  # weight initialisation
         network = build_model(model_cfg, tuple(x.shape[1:]), len(classes))
+        scorer.check_model(network)  # before training, not after
         self.history_: History | None = fit_model(
             network, x, xv, loss_cfg, train_cfg, self.seed, self.progress, y_idx)
         self.model_ = network
