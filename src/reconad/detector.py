@@ -31,9 +31,10 @@ from reconad.config import LossConfig, ModelConfig, ScoreConfig, TrainConfig
 from reconad.detector_file import (
     VAL_SCORES_KEY,
     check_preprocessing,
+    declared_model,
     read_detector_file,
-    restore_model,
     take_val_scores,
+    take_weights,
     write_detector_file,
 )
 from reconad.errors import ReconadError
@@ -293,14 +294,18 @@ class Detector(OutlierMixin, BaseEstimator):
         """Load a detector written by :meth:`save`. The file is untrusted input: damaged,
         edited or hostile files are refused with one line naming the problem."""
         header, tensors = read_detector_file(path)
-        try:
-            network = restore_model(header, tensors)
-            scorer = Scorer.from_header(header.score, header.calibration, tensors, network)
+        try:  # every check before the model is built for real
+            skeleton = declared_model(header)
+            weights = take_weights(skeleton, tensors)
+            scorer = Scorer.from_header(header.score, header.calibration, tensors, skeleton)
             val_scores = take_val_scores(header, tensors)
             history = _history(header.raw_history)
         except ReconadError as exc:
             raise ReconadError(f"detector file {path} is damaged or was edited ({exc}); "
                                "re-create it with `reconad run` or Detector.save()") from None
+        network = build_model(header.model, header.input_shape, len(header.classes))
+        network.load_state_dict(weights)
+        network.eval()
         params = {k: v.model_dump(mode="json") if k == "train" else v
                   for k, v in header.params.items()}
         det = cls(model=header.model.model_dump(mode="json"),

@@ -9,7 +9,8 @@ Reading checks, in order and before building anything: the header's size (its 8-
 prefix, at most :data:`MAX_HEADER_BYTES`), the format and version, the checksum, every header
 field (:func:`check_header`), then the declared architecture against the tensors, built on
 torch's ``meta`` device so a hostile header cannot make us allocate a huge model
-(:func:`restore_model`). Each failure is one :class:`ReconadError` line.
+(:func:`declared_model`, :func:`take_weights`). Each failure is one :class:`ReconadError`
+line.
 """
 
 from __future__ import annotations
@@ -203,22 +204,31 @@ def check_preprocessing(value: Any) -> dict:
             "grayscale": value["grayscale"]}
 
 
-def restore_model(header: Header, tensors: dict[str, torch.Tensor]) -> Autoencoder:
-    """The model the header declares, with the file's weights (taken out of ``tensors``).
-
-    The architecture is first built on the ``meta`` device (no memory) and its state dict
-    compared with the file's tensors: names, shapes and dtypes must match exactly.
+def declared_model(header: Header) -> Autoencoder:
+    """The architecture the header declares, built on the ``meta`` device: shapes only, no
+    memory, so a hostile header cannot make us allocate a huge model.
 
     Raises:
-        ReconadError: naming the first missing, extra or mis-shaped tensor.
+        ReconadError: if the architecture cannot be built.
     """
     try:
         with torch.device("meta"):
-            skeleton = build_model(header.model, header.input_shape, len(header.classes))
+            return build_model(header.model, header.input_shape, len(header.classes))
     except ReconadError:
         raise
     except Exception as exc:  # an architecture torch cannot build
         raise ReconadError(f"its model cannot be built ({type(exc).__name__})") from None
+
+
+def take_weights(skeleton: Autoencoder,
+                 tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's weights, taken out of ``tensors``: names, shapes and dtypes must be exactly
+    those of ``skeleton`` (:func:`declared_model`); only the scorer's and the validation
+    scores' tensors may remain.
+
+    Raises:
+        ReconadError: naming the first missing, extra or mis-shaped tensor.
+    """
     expected = skeleton.state_dict()
     weights = {k: tensors.pop(k) for k in list(tensors) if k in expected}
     if missing := sorted(set(expected) - set(weights)):
@@ -230,9 +240,7 @@ def restore_model(header: Header, tensors: dict[str, torch.Tensor]) -> Autoencod
         if got.dtype != want.dtype or got.shape != want.shape:
             raise ReconadError(f"tensor {key} is {got.dtype} {tuple(got.shape)}, the declared "
                                f"model needs {want.dtype} {tuple(want.shape)}")
-    network = build_model(header.model, header.input_shape, len(header.classes))
-    network.load_state_dict(weights)
-    return network.eval()
+    return weights
 
 
 def take_val_scores(header: Header, tensors: dict[str, torch.Tensor]) -> Any:
