@@ -33,7 +33,7 @@ from reconad.models import Autoencoder
 # Images per forward pass. Every pass gets exactly this many images (the last one padded
 # with copies of its first image), so an image's score does not depend on the batch it came in:
 # the same matrix shapes give the same floating-point sums. No gradients are kept, so this
-# only bounds memory.
+# only bounds memory; on one thread 256 images per pass are as fast per image as 2048.
 CHUNK = 256
 # Total variation below this is treated as this (a blank image): MNIST digits have 0.05-0.24.
 TV_FLOOR = 1e-3
