@@ -130,8 +130,8 @@ def _fit_reconad(label: str, cfg, splits, seed: int) -> dict:
     detector = Detector(model=cfg.model, loss=cfg.loss, train=cfg.train, score=cfg.score,
                         quantile=cfg.threshold.quantile, seed=seed)
     start = time.perf_counter()
-    detector.fit(splits.train, splits.val,
-                 y=splits.train_labels if cfg.model.class_head else None)
+    detector.fit(splits.train, y=splits.train_labels if cfg.model.class_head else None,
+                 X_val=splits.val)
     fit_seconds = time.perf_counter() - start
     history = detector.history_.rows
     return _row(label, seed, evaluate_detector(detector, splits, YOUDEN), fit_seconds,

@@ -74,7 +74,7 @@ def speed(ctx: Context) -> tuple[dict, list[dict]]:
                 "batch_size": batch, "epochs": epochs, "patience": None, "schedule": "none",
                 "augment_rotation": 0.0, "augment_shift": 0.0, "augment_zoom": 0.0})
             det = Detector(model=model_cfg, loss=cfg.loss, train=train, score=cfg.score.kind)
-            det.fit(x, x[:256])  # a tiny validation set: the epoch time is training
+            det.fit(x, X_val=x[:256])  # a tiny validation set: the epoch time is training
             seconds = [r["seconds"] for r in det.history_.rows]
             per_epoch = statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
             rate = n_images / per_epoch

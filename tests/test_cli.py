@@ -63,7 +63,7 @@ def test_score_writes_a_flag_per_image(cli_run, tmp_path):
     from reconad.detector import Detector
 
     det = Detector.load(out / "detector.safetensors")
-    expected = det.score_samples(images)
+    expected = det.anomaly_score(images)
     np.testing.assert_allclose([float(r["score"]) for r in rows], expected, rtol=1e-6)
     assert [int(r["flag"]) for r in rows] == list((expected > det.threshold_).astype(int))
     assert "of 7 images flagged" in result.stderr

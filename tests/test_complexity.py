@@ -57,10 +57,10 @@ def test_detector_scores_relative_error_and_keeps_it_when_saved(tiny_images, tmp
     rec = torch.from_numpy(det.reconstruct(x))
     expected = (per_image_loss("l1", rec, torch.from_numpy(x)).double()
                 / total_variation(torch.from_numpy(x)).double())
-    np.testing.assert_allclose(det.score_samples(x), expected.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(det.anomaly_score(x), expected.numpy(), rtol=1e-5)
     loaded = Detector.load(det.save(tmp_path / "det.safetensors"))
-    assert loaded.score_config_.complexity == "tv"
-    np.testing.assert_array_equal(loaded.score_samples(x), det.score_samples(x))
+    assert loaded.scorer_.config.complexity == "tv"
+    np.testing.assert_array_equal(loaded.anomaly_score(x), det.anomaly_score(x))
     # A composite score's recon part is the relative error too.
     parts = Detector(model={"hidden": [32], "latent": 4}, train={"epochs": 1},
                      score={"parts": ["recon", "latent_knn"], "complexity": "tv"}).fit(x)

@@ -7,9 +7,10 @@ import struct
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import roc_auc_score
 
-from reconad.config import ModelConfig
+from reconad.config import ModelConfig, TrainConfig
 from reconad.detector import Detector
 from reconad.errors import ReconadError
 
@@ -47,15 +48,15 @@ def test_fit_returns_self_and_sets_fitted_attributes(split):
 
 def test_anomalies_score_higher(fitted, split):
     _, x, is_anomaly = split
-    scores = fitted.score_samples(x)
+    scores = fitted.anomaly_score(x)
     assert scores.shape == (len(x),)
     assert roc_auc_score(is_anomaly, scores) > 0.95
 
 
-def test_predict_is_score_above_threshold(fitted, split):
+def test_flag_is_score_above_threshold(fitted, split):
     _, x, _ = split
-    np.testing.assert_array_equal(fitted.predict(x),
-                                  (fitted.score_samples(x) > fitted.threshold_).astype(int))
+    np.testing.assert_array_equal(fitted.flag(x),
+                                  (fitted.anomaly_score(x) > fitted.threshold_).astype(int))
 
 
 def test_reconstruction_and_error_maps_have_image_shapes(fitted, split):
@@ -64,21 +65,21 @@ def test_reconstruction_and_error_maps_have_image_shapes(fitted, split):
     maps = fitted.error_maps(x[:5])
     assert maps.shape == (5, 16, 16)
     # For mse the per-image score is the mean of the per-pixel squared error map.
-    np.testing.assert_allclose(maps.mean(axis=(1, 2)), fitted.score_samples(x[:5]), rtol=1e-5)
+    np.testing.assert_allclose(maps.mean(axis=(1, 2)), fitted.anomaly_score(x[:5]), rtol=1e-5)
 
 
 def test_uint8_and_three_dimensional_inputs_are_accepted(fitted, split):
     _, x, _ = split
     as_uint8 = np.round(x[:, 0] * 255).astype(np.uint8)  # (N, H, W)
-    np.testing.assert_allclose(fitted.score_samples(as_uint8),
-                               fitted.score_samples(as_uint8.astype(np.float32)[:, None] / 255),
+    np.testing.assert_allclose(fitted.anomaly_score(as_uint8),
+                               fitted.anomaly_score(as_uint8.astype(np.float32)[:, None] / 255),
                                rtol=1e-6)
 
 
 def test_same_seed_same_scores(split):
     normal, x, _ = split
-    a = Detector(train={"epochs": 1}, seed=5).fit(normal).score_samples(x)
-    b = Detector(train={"epochs": 1}, seed=5).fit(normal).score_samples(x)
+    a = Detector(train={"epochs": 1}, seed=5).fit(normal).anomaly_score(x)
+    b = Detector(train={"epochs": 1}, seed=5).fit(normal).anomaly_score(x)
     np.testing.assert_array_equal(a, b)
 
 
@@ -87,7 +88,7 @@ def test_save_load_round_trip_scores_alone(fitted, split, tmp_path):
     fitted.set_threshold(0.0123, "youden")
     path = fitted.save(tmp_path / "det.safetensors")
     loaded = Detector.load(path)
-    np.testing.assert_array_equal(loaded.score_samples(x), fitted.score_samples(x))
+    np.testing.assert_array_equal(loaded.anomaly_score(x), fitted.anomaly_score(x))
     assert (loaded.threshold_, loaded.threshold_method_) == (0.0123, "youden")
     assert loaded.input_shape_ == fitted.input_shape_
     assert not list(tmp_path.glob(".*partial*"))
@@ -138,6 +139,8 @@ def test_not_a_detector_file(tmp_path):
 
 def test_unfitted_detector_says_so():
     with pytest.raises(ReconadError, match="not fitted yet"):
+        Detector().flag(np.zeros((1, 1, 8, 8), np.float32))
+    with pytest.raises(ReconadError, match="not fitted yet"):
         Detector().predict(np.zeros((1, 1, 8, 8), np.float32))
 
 
@@ -150,7 +153,7 @@ def test_unfitted_detector_says_so():
 ])
 def test_bad_images_are_named(fitted, images, message):
     with pytest.raises(ReconadError, match=message):
-        fitted.score_samples(images)
+        fitted.anomaly_score(images)
 
 
 def test_invalid_settings_are_reported_at_fit(split):
@@ -161,3 +164,121 @@ def test_invalid_settings_are_reported_at_fit(split):
         Detector(model={"kind": "transformer"}).fit(normal)
     with pytest.raises(ReconadError, match="quantile must be between 0 and 1"):
         Detector(quantile=1.5).fit(normal)
+
+
+# ---------------------------------------------------------------- scikit-learn's contract
+
+
+def test_sklearn_signs_negate_the_anomaly_score(fitted, split):
+    _, x, is_anomaly = split
+    anomaly = fitted.anomaly_score(x)
+    np.testing.assert_array_equal(fitted.score_samples(x), -anomaly)  # lower = more abnormal
+    assert fitted.offset_ == -fitted.threshold_
+    decision = fitted.decision_function(x)
+    np.testing.assert_allclose(decision, fitted.threshold_ - anomaly, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(fitted.predict(x), np.where(anomaly > fitted.threshold_, -1, 1))
+    np.testing.assert_array_equal(fitted.predict(x) == -1, decision < 0)
+    assert set(np.unique(fitted.predict(x))) <= {-1, 1}
+    assert roc_auc_score(is_anomaly, -fitted.score_samples(x)) > 0.95
+
+
+def test_get_params_set_params_and_clone():
+    from sklearn.base import clone
+
+    det = Detector(model={"kind": "dense", "latent": 3}, score="l1", seed=4)
+    params = det.get_params()
+    assert params["model"] == {"kind": "dense", "latent": 3} and params["seed"] == 4
+    assert set(params) == {"model", "loss", "train", "score", "quantile", "val_fraction",
+                           "seed", "progress"}
+    assert det.set_params(seed=9, quantile=0.9) is det and det.get_params()["seed"] == 9
+    twin = clone(det)
+    assert twin is not det and twin.get_params() == det.get_params()
+    assert twin.model is not det.model  # deep-copied, not shared
+    with pytest.raises(ValueError, match="Invalid parameter"):
+        det.set_params(epochs=3)
+
+
+def test_clone_of_a_fitted_detector_is_unfitted(fitted):
+    from sklearn.base import clone
+
+    twin = clone(fitted)
+    assert not hasattr(twin, "model_") and twin.get_params() == fitted.get_params()
+
+
+def test_a_parameter_grid_search_picks_the_better_latent_size(split):
+    from sklearn.base import clone
+    from sklearn.model_selection import ParameterGrid
+
+    normal, x, is_anomaly = split
+    base = Detector(train={"epochs": 3, "batch_size": 32, "lr": 3e-3}, seed=1)
+    grid = ParameterGrid({"model": [{"kind": "dense", "hidden": [32], "latent": 1},
+                                    {"kind": "dense", "hidden": [32], "latent": 8}]})
+    results = []
+    for params in grid:
+        det = clone(base).set_params(**params).fit(normal)
+        results.append((roc_auc_score(is_anomaly, det.anomaly_score(x)), params, det))
+    best_auroc, best_params, best = max(results, key=lambda r: r[0])
+    assert best_auroc == max(r[0] for r in results)
+    assert best.get_params()["model"] == best_params["model"]
+    assert best.model_.code_shape == (best_params["model"]["latent"],)
+    assert best_auroc > 0.9
+
+
+# ---------------------------------------------------------------- fitted state, scoring
+
+
+def _fitted_state(det):
+    return {k: v for k, v in vars(det).items() if k.endswith("_") and not k.startswith("_")}
+
+
+def test_fit_and_load_give_the_same_fitted_attributes(tiny_images, tmp_path):
+    x, y = tiny_images
+    det = Detector(model={"hidden": [32], "latent": 4}, train={"epochs": 2},
+                   score={"parts": ["recon", "latent_knn"], "knn_bank": 100}).fit(
+        x[y < 3], preprocessing={"resize": [16, 16], "grayscale": True})
+    loaded = Detector.load(det.save(tmp_path / "det.safetensors"))
+    fit_state, load_state = _fitted_state(det), _fitted_state(loaded)
+    assert set(fit_state) == set(load_state) == {
+        "model_", "input_shape_", "config_", "scorer_", "classes_", "history_",
+        "val_scores_", "threshold_", "threshold_method_", "preprocessing_"}
+    for key in ("input_shape_", "config_", "classes_", "history_", "threshold_",
+                "threshold_method_", "preprocessing_"):
+        assert load_state[key] == fit_state[key], key
+    assert loaded.preprocessing_ == {"resize": [16, 16], "grayscale": True}
+    np.testing.assert_array_equal(loaded.val_scores_, det.val_scores_)
+    assert loaded.scorer_.config == det.scorer_.config
+    assert loaded.scorer_.calibration == det.scorer_.calibration
+    assert torch.equal(loaded.scorer_.bank, det.scorer_.bank)
+    for (ka, a), (kb, b) in zip(sorted(loaded.model_.state_dict().items()),
+                                sorted(det.model_.state_dict().items()), strict=True):
+        assert ka == kb and torch.equal(a, b)
+    # The constructor arguments come back resolved (defaults filled in): clone(loaded) refits
+    # the same way.
+    resolved = {"model": det.config_["model"], "loss": det.config_["loss"],
+                "score": det.scorer_.config.model_dump(mode="json"),
+                "train": TrainConfig(epochs=2).model_dump(mode="json")}
+    assert loaded.get_params() == {**det.get_params(), **resolved}
+
+
+def test_fit_refuses_validation_images_given_as_labels(split):
+    normal, _, _ = split
+    with pytest.raises(ReconadError, match="X_val=images"):
+        Detector(train={"epochs": 1}).fit(normal, normal[:10])
+
+
+@pytest.mark.parametrize("model", [{"kind": "dense", "hidden": [32], "latent": 4},
+                                   {"kind": "conv", "channels": [4, 8], "latent": 4,
+                                    "members": 2}])
+def test_scores_do_not_depend_on_the_batch_size(tiny_images, model):
+    """Regression: an image scored alone got another score than in a batch (issue 10.3)."""
+    x, y = tiny_images
+    det = Detector(model=model, train={"epochs": 1},
+                   score={"parts": ["recon", "latent_knn"], "knn_k": 3}).fit(x[y < 3])
+    many = np.concatenate([x, x[:, :, ::-1]])[:700]  # 700 images
+    whole = det.anomaly_score(many)
+    for batch in (1, 7, 512):
+        n = 42 if batch < 512 else len(many)  # alone and by 7: the first 42 images suffice
+        parts = np.concatenate([det.anomaly_score(many[i : i + batch])
+                                for i in range(0, n, batch)])
+        # Explicit tolerance: float32 sums may differ across CPUs (shared helper at merge).
+        np.testing.assert_allclose(parts, whole[:n], rtol=1e-4, atol=1e-5)

@@ -55,7 +55,7 @@ def test_ensemble_detector_scores_the_mean_reconstruction_and_round_trips(tiny_i
     det = Detector(model={"hidden": [32], "latent": 4, "members": 3, "class_head": True},
                    train={"epochs": 2}, score={"parts": ["recon", "latent_knn", "class_energy"]},
                    ).fit(x[y < 3], y=y[y < 3])
-    assert det.knn_bank_.shape[1] == 12
+    assert det.scorer_.bank.shape[1] == 12
     members = torch.stack([m(torch.from_numpy(x)) for m in det.model_.members]).mean(0)
     np.testing.assert_allclose(det.reconstruct(x), members.detach().numpy(), rtol=1e-5)
     # Each member has its own class head on its own code; the energy is their mean.
@@ -65,4 +65,4 @@ def test_ensemble_detector_scores_the_mean_reconstruction_and_round_trips(tiny_i
     np.testing.assert_allclose(det.score_parts(x)["class_energy"],
                                torch.stack(energies).mean(0).numpy(), rtol=1e-5, atol=1e-6)
     loaded = Detector.load(det.save(tmp_path / "ens.safetensors"))
-    np.testing.assert_array_equal(loaded.score_samples(x), det.score_samples(x))
+    np.testing.assert_array_equal(loaded.anomaly_score(x), det.anomaly_score(x))

@@ -124,3 +124,38 @@ def test_images_of_the_wrong_shape_are_rejected():
     with pytest.raises(ReconadError, match=r"images of shape \(2, 1, 9, 9\) given to a model "
                                            r"built for \(B, 1, 8, 8\)"):
         model(torch.rand(2, 1, 9, 9))
+
+
+@pytest.mark.parametrize("cfg", [
+    ModelConfig(kind="dense", hidden=[16], latent=3),
+    ModelConfig(kind="conv", channels=[4, 8], latent=3),
+    ModelConfig(kind="dense", hidden=[16], latent=3, members=2),
+])
+@pytest.mark.parametrize("n_classes", [0, 3])
+def test_every_model_follows_one_contract(cfg, n_classes):
+    """A single model is an ensemble of one: the same four methods, no type checks needed."""
+    from reconad.models import Autoencoder
+
+    cfg = cfg.model_copy(update={"class_head": n_classes > 0})
+    torch.manual_seed(0)
+    model = build_model(cfg, (1, 16, 16), n_classes).eval()
+    assert isinstance(model, Autoencoder) and model.n_classes == n_classes
+    x = torch.rand(4, 1, 16, 16)
+    with torch.no_grad():
+        code = model.encode(x)
+        recons = model.member_reconstructions(code)
+        assert len(recons) == cfg.members
+        torch.testing.assert_close(model.decode(code), torch.stack(recons).mean(0))
+        torch.testing.assert_close(model(x), model.decode(code))
+        logits = model.class_logits(code)
+    assert len(logits) == (cfg.members if n_classes else 0)
+    assert all(t.shape == (4, n_classes) for t in logits)
+
+
+def test_class_head_is_declared_by_the_constructor_with_the_saved_key_names():
+    model = build_model(ModelConfig(kind="dense", hidden=[16], latent=3, class_head=True),
+                        (1, 16, 16), n_classes=2)
+    assert {"class_head.1.weight", "class_head.1.bias"} <= set(model.state_dict())
+    plain = build_model(ModelConfig(kind="dense", hidden=[16], latent=3), (1, 16, 16), 5)
+    assert plain.class_head is None and plain.n_classes == 0
+    assert not any(k.startswith("class_head") for k in plain.state_dict())

@@ -101,8 +101,10 @@ def test_saved_detector_scores_new_images_alone(default_run, mnist_dir):
     rows = [r for r in _scores_csv(default_run.run_dir) if r["set"] == "eval"][:20]
     test_x = read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz")
     ids = [int(r["id"].split(":")[1]) for r in rows]
-    scores = det.score_samples(test_x[ids])
-    np.testing.assert_allclose(scores, [float(r["score"]) for r in rows], rtol=1e-6)
+    scores = det.anomaly_score(test_x[ids])
+    # Scored alone, in a batch of 20, the images get their scores from the whole eval set
+    # (scores.csv keeps 8 digits); float32 sums may differ slightly across CPUs.
+    np.testing.assert_allclose(scores, [float(r["score"]) for r in rows], rtol=1e-4, atol=1e-5)
 
 
 def test_samples_npz_feeds_the_pictures(default_run):

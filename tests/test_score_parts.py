@@ -8,9 +8,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from reconad.config import ModelConfig, load_config
-from reconad.detector import BANK_KEY, Detector
+from reconad.detector import Detector
 from reconad.errors import ReconadError
 from reconad.models import build_model
+from reconad.scorer import BANK_KEY
 from reconad.scoring import Calibration, latent_codes, score_images
 
 TRAIN = {"epochs": 8, "batch_size": 32, "lr": 3e-3}
@@ -39,7 +40,7 @@ def test_parts_match_their_definitions(fitted, data):
     np.testing.assert_allclose(parts["recon"], score_images(model, x_all, "mse"), rtol=1e-6)
     # latent_knn: brute-force mean distance to the 3 nearest bank codes.
     codes = latent_codes(model, x_all).double().numpy()
-    bank = fitted.knn_bank_.double().numpy()
+    bank = fitted.scorer_.bank.double().numpy()
     dist = np.sqrt(((codes[:, None, :] - bank[None]) ** 2).sum(-1))
     np.testing.assert_allclose(parts["latent_knn"], np.sort(dist, 1)[:, :3].mean(1), rtol=1e-4)
     with torch.no_grad():
@@ -49,7 +50,7 @@ def test_parts_match_their_definitions(fitted, data):
 
 
 def test_bank_is_a_seeded_sample_of_the_training_codes(fitted, data):
-    assert fitted.knn_bank_.shape == (150, 6)
+    assert fitted.scorer_.bank.shape == (150, 6)
     assert fitted.classes_ == [10, 11, 12]
 
 
@@ -64,11 +65,11 @@ def test_class_head_learns_the_normal_classes(fitted, data):
 def test_combined_score_is_the_sum_of_standardised_parts(fitted, data):
     _, _, x_all, is_anomaly = data
     parts = fitted.score_parts(x_all)
-    cal = fitted.calibration_
+    cal = fitted.scorer_.calibration
     expected = ((np.log(parts["recon"]) - cal.mean["recon"]) / cal.std["recon"]
                 + (np.log(parts["latent_knn"]) - cal.mean["latent_knn"]) / cal.std["latent_knn"]
                 + (parts["class_energy"] - cal.mean["class_energy"]) / cal.std["class_energy"])
-    scores = fitted.score_samples(x_all)
+    scores = fitted.anomaly_score(x_all)
     np.testing.assert_allclose(scores, expected, rtol=1e-6, atol=1e-9)
     assert roc_auc_score(is_anomaly, scores) > 0.95
     # Calibrated on the validation normals: their standardised parts have mean 0 and std 1.
@@ -90,17 +91,17 @@ def test_one_part_alone_is_its_raw_value(data):
     x, _, x_all, _ = data
     det = Detector(model={"hidden": [32], "latent": 4}, train={"epochs": 2},
                    score={"parts": ["latent_knn"], "knn_k": 2}).fit(x)
-    assert det.calibration_ is None
-    np.testing.assert_array_equal(det.score_samples(x_all), det.score_parts(x_all)["latent_knn"])
+    assert det.scorer_.calibration is None
+    np.testing.assert_array_equal(det.anomaly_score(x_all), det.score_parts(x_all)["latent_knn"])
 
 
 def test_save_load_keeps_bank_classes_and_calibration(fitted, data, tmp_path):
     _, _, x_all, _ = data
     path = fitted.save(tmp_path / "det.safetensors")
     loaded = Detector.load(path)
-    np.testing.assert_array_equal(loaded.score_samples(x_all), fitted.score_samples(x_all))
+    np.testing.assert_array_equal(loaded.anomaly_score(x_all), fitted.anomaly_score(x_all))
     assert loaded.classes_ == [10, 11, 12]
-    assert torch.equal(loaded.knn_bank_, fitted.knn_bank_)
+    assert torch.equal(loaded.scorer_.bank, fitted.scorer_.bank)
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
@@ -142,3 +143,52 @@ def test_pipeline_refuses_a_class_head_on_an_unlabelled_pool(mnist_dir, tmp_path
     with pytest.raises(ReconadError, match="contamination scenario trains on unlabelled pool"):
         run(cfg, tmp_path / "r", progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def _knn_oracle(codes: np.ndarray, bank: np.ndarray, k: int) -> np.ndarray:
+    """Brute force in float64: mean distance to the k nearest bank codes."""
+    dist = np.sqrt(((codes[:, None, :].astype(np.float64) - bank[None].astype(np.float64))
+                    ** 2).sum(-1))
+    return np.sort(dist, axis=1)[:, :k].mean(1)
+
+
+@pytest.mark.parametrize("k", [1, 3, 40])
+def test_knn_distance_matches_a_float64_brute_force_oracle(monkeypatch, k):
+    import reconad.scoring as scoring
+
+    # Small blocks so that queries and bank are both split into several (memory bound).
+    monkeypatch.setattr(scoring, "KNN_QUERIES", 16)
+    monkeypatch.setattr(scoring, "KNN_BANK_CHUNK", 50)
+    rng = np.random.default_rng(k)
+    bank = rng.normal(5.0, 1.0, (230, 12)).astype(np.float32)  # offset: |a|^2 >> |a - b|^2
+    near = bank[:20] + rng.normal(0, 1e-4, (20, 12)).astype(np.float32)  # tiny distances
+    far = rng.normal(5.0, 1.0, (37, 12)).astype(np.float32)
+    codes = np.concatenate([near, far, bank[20:23]])  # and exact duplicates (distance 0)
+    got = scoring.knn_distance(torch.from_numpy(codes), torch.from_numpy(bank), k)
+    assert got.dtype == np.float64 and got.shape == (len(codes),)
+    np.testing.assert_allclose(got, _knn_oracle(codes, bank, k), rtol=1e-5, atol=1e-6)
+    if k == 1:  # small distances stay accurate (the matmul form alone loses them)
+        np.testing.assert_allclose(got[:20], _knn_oracle(near, bank, 1), rtol=1e-3)
+        assert np.all(got[-3:] == 0.0)
+
+
+def test_knn_distance_with_k_above_the_bank_size_uses_the_whole_bank():
+    from reconad.scoring import knn_distance
+
+    rng = np.random.default_rng(0)
+    bank, codes = rng.normal(size=(4, 3)), rng.normal(size=(5, 3))
+    got = knn_distance(torch.from_numpy(codes).float(), torch.from_numpy(bank).float(), 10)
+    np.testing.assert_allclose(got, _knn_oracle(codes, bank, 4), rtol=1e-5)
+
+
+def test_scorer_rules_live_in_one_place(fitted):
+    from reconad.config import ScoreConfig
+    from reconad.scorer import Scorer
+
+    header = fitted.scorer_.to_header()
+    assert header["calibration"]["mean"] == fitted.scorer_.calibration.mean
+    assert Scorer(ScoreConfig(parts=["recon", "latent_knn"])).calibrated
+    assert not Scorer(ScoreConfig(parts=["latent_knn"])).calibrated
+    no_head = build_model(ModelConfig(hidden=[8], latent=2), (1, 16, 16))
+    with pytest.raises(ReconadError, match="class_energy needs model.class_head=true"):
+        Scorer(ScoreConfig(parts=["class_energy"])).check_model(no_head)

@@ -80,7 +80,7 @@ def score_command(
     images, labels = load_images(input, resize=resize,
                                  grayscale=grayscale or bool(trained.get("grayscale")),
                                  label_column=label_column)
-    scores = det.score_samples(images)
+    scores = det.anomaly_score(images)
     flags = scores > det.threshold_
     rows = [(i, "" if labels is None else int(labels[i]), f"{s:.8g}", int(f))
             for i, (s, f) in enumerate(zip(scores, flags, strict=True))]

@@ -1,45 +1,48 @@
 """The estimator users fit, score with, save and load (the scikit-learn contract).
 
 >>> det = Detector(model={"kind": "conv"}, train={"epochs": 5}).fit(normal_images)
->>> det.score_samples(new_images)   # higher = more anomalous
->>> det.predict(new_images)         # 1 = anomaly (score > threshold_), 0 = normal
->>> det.save("detector.safetensors"); Detector.load("detector.safetensors").predict(new_images)
+>>> det.anomaly_score(new_images)   # (N,), higher = more anomalous
+>>> det.flag(new_images)            # 1 = anomaly (anomaly score > threshold_), 0 = normal
+>>> det.save("detector.safetensors"); Detector.load("detector.safetensors").flag(new_images)
 
-Saved detectors are one safetensors file: the weights (plus the training codes a
-``latent_knn`` score measures against) and a JSON header holding the architecture,
-preprocessing, score settings and calibration, and threshold. Loading never unpickles code.
+scikit-learn's own names keep scikit-learn's signs (as in ``IsolationForest``):
+``score_samples`` is the *negated* anomaly score (lower = more abnormal),
+``decision_function`` is ``score_samples - offset_`` with ``offset_ = -threshold_`` (negative
+= outlier) and ``predict`` gives -1 for outliers, +1 for inliers. ``sklearn.base.clone``,
+``get_params`` and ``set_params`` work, so scikit-learn's search tools can tune a detector.
+
+A saved detector is one safetensors file (:mod:`reconad.detector_file`): weights, the scorer's
+state (:class:`reconad.scorer.Scorer`), threshold and preprocessing; it scores and flags new
+images with nothing else at hand. Loading never unpickles code.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
+import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, OutlierMixin
 
 from reconad.config import LossConfig, ModelConfig, ScoreConfig, TrainConfig
+from reconad.detector_file import (
+    VAL_SCORES_KEY,
+    check_preprocessing,
+    declared_model,
+    read_detector_file,
+    take_val_scores,
+    take_weights,
+    write_detector_file,
+)
 from reconad.errors import ReconadError
 from reconad.images import as_images
 from reconad.models import build_model
-from reconad.scoring import (
-    Calibration,
-    error_maps,
-    latent_codes,
-    reconstruct,
-    score_images,
-    score_parts,
-)
+from reconad.scorer import Scorer
+from reconad.scoring import error_maps, reconstruct
 from reconad.train import History, fit_model
-
-FORMAT = "reconad-detector"
-FORMAT_VERSION = 3
-# version 1: no score parts, "score" is the kind string; version 2: no score.complexity
-READABLE_VERSIONS = (1, 2, 3)
-BANK_KEY = "reconad.knn_bank"  # the latent_knn training codes, beside the model weights
 
 
 def _section(value: Any, cls: type, name: str):
@@ -56,7 +59,7 @@ def _section(value: Any, cls: type, name: str):
         raise ReconadError(f"invalid {name}.{key}: {first['msg']}") from None
 
 
-class Detector:
+class Detector(OutlierMixin, BaseEstimator):
     """Autoencoder anomaly detector: fit on normal images, flag what it reconstructs badly.
 
     Args:
@@ -71,11 +74,15 @@ class Detector:
         seed: seeds weight init, batch order and augmentation.
         progress: show a progress bar while training.
 
-    Fitted attributes: ``model_``, ``input_shape_``, ``history_``, ``threshold_``,
-    ``classes_`` (the normal classes a class head learnt, else empty),
-    ``threshold_method_``, ``preprocessing_`` (how raw images were resized/greyed before
-    training; ``reconad score`` applies the same). Pixels are float32 in [0, 1]; uint8 is
-    divided by 255.
+    Fitted attributes (the same after :meth:`fit` and after :meth:`load`): ``model_`` (the
+    :class:`~reconad.models.Autoencoder`), ``input_shape_``, ``config_`` (model and loss
+    sections), ``scorer_`` (:class:`~reconad.scorer.Scorer`: score settings, kNN bank,
+    calibration), ``classes_`` (the normal classes a class head learnt, else empty),
+    ``history_``, ``val_scores_`` (anomaly scores of the normal validation images, (N,)),
+    ``threshold_``, ``threshold_method_``, ``preprocessing_`` (how raw images were
+    resized/greyed before training; ``reconad score`` applies the same). Files of format
+    version 3 and older load with ``val_scores_`` and ``history_`` None. Pixels are float32 in
+    [0, 1]; uint8 is divided by 255.
     """
 
     def __init__(
@@ -100,22 +107,34 @@ class Detector:
 
     # ------------------------------------------------------------------ fitting
 
-    def fit(self, X: Any, X_val: Any | None = None, y: Any | None = None) -> Detector:
+    def fit(self, X: Any, y: Any | None = None, *, X_val: Any | None = None,
+            preprocessing: dict | None = None) -> Detector:
         """Train on normal images ``X``; set ``threshold_`` to a quantile of validation scores.
 
-        Returns self. ``X_val`` (normal images) drives early stopping; without it a seeded
-        ``val_fraction`` of ``X`` is held out. ``y`` (N,) are the normal images' own class
-        labels, needed only by a model with ``class_head``.
+        Args:
+            X: normal training images (N, H, W) or (N, C, H, W).
+            y: (N,) the normal images' own class labels, needed only by a model with
+                ``class_head`` (ignored otherwise).
+            X_val: normal validation images for early stopping and calibration; without
+                them a seeded ``val_fraction`` of ``X`` is held out.
+            preprocessing: how the images were prepared from raw ones,
+                ``{"resize": None or [h, w], "grayscale": bool}``; kept so ``reconad score``
+                prepares new images alike (default: none).
+
+        Returns:
+            self.
         """
         model_cfg = _section(self.model, ModelConfig, "model")
         loss_cfg = _section(self.loss, LossConfig, "loss")
         train_cfg = _section(self.train, TrainConfig, "train")
-        score_cfg = _score_config(self.score)
-        if "class_energy" in score_cfg.parts and not model_cfg.class_head:
-            raise ReconadError("score.parts class_energy needs model.class_head=true")
+        scorer = Scorer(_score_config(self.score))
         if not 0.0 < self.quantile < 1.0:
             raise ReconadError(f"quantile must be between 0 and 1 (exclusive); got {self.quantile}")
+        preprocessing = check_preprocessing(preprocessing)
         x = as_images(X, "training images")
+        if y is not None and np.ndim(y) > 1:
+            raise ReconadError("y are class labels, one per image; give validation images as "
+                               "fit(X, X_val=images)")
         labels = _class_indices(y, len(x)) if model_cfg.class_head else None
         classes, y_idx = labels if labels is not None else ([], None)
         if X_val is None:
@@ -128,31 +147,20 @@ class Detector:
                     f"{x.shape[1:]}; give both the same (C, H, W)")
         torch.manual_seed(self.seed)  # weight initialisation
         network = build_model(model_cfg, tuple(x.shape[1:]), len(classes))
-        self.history_: History = fit_model(
+        scorer.check_model(network)  # before training, not after
+        self.history_: History | None = fit_model(
             network, x, xv, loss_cfg, train_cfg, self.seed, self.progress, y_idx)
         self.model_ = network
         self.input_shape_ = tuple(int(s) for s in x.shape[1:])
         self.config_ = {"model": model_cfg.model_dump(mode="json"),
                         "loss": loss_cfg.model_dump(mode="json")}
         self.classes_ = classes
-        self.score_config_ = score_cfg
-        self.score_kind_ = score_cfg.kind
-        self.knn_bank_ = None
-        if "latent_knn" in score_cfg.parts:
-            keep = x
-            if len(x) > score_cfg.knn_bank:
-                pick = np.random.default_rng(self.seed).choice(len(x), score_cfg.knn_bank,
-                                                               replace=False)
-                keep = x[np.sort(pick)]
-            self.knn_bank_ = latent_codes(network, keep)
         reference = xv if xv is not None and len(xv) else x
-        self.calibration_ = None
-        if len(score_cfg.parts) > 1:
-            self.calibration_ = Calibration.fit(self._parts(reference))
-        self.val_scores_ = self.score_samples(reference)
+        self.scorer_ = scorer.fit(network, x, reference, self.seed)
+        self.val_scores_: np.ndarray | None = self.scorer_.score(network, reference)
         self.threshold_ = float(np.quantile(self.val_scores_, self.quantile))
         self.threshold_method_ = "quantile"
-        self.preprocessing_ = {"resize": None, "grayscale": False}
+        self.preprocessing_ = preprocessing
         return self
 
     def _hold_out(self, x: np.ndarray, y: np.ndarray | None):
@@ -165,7 +173,7 @@ class Detector:
         return x[kept], x[order[:n_val]], (None if y is None else y[kept])
 
     def set_threshold(self, value: float, method: str = "fixed") -> Detector:
-        """Use ``value`` as the threshold (flag = score > value); returns self."""
+        """Use ``value`` as the threshold (flag = anomaly score > value); returns self."""
         self._check_fitted()
         if not np.isfinite(value):
             raise ReconadError(f"threshold must be a finite number; got {value}")
@@ -190,36 +198,37 @@ class Detector:
         return x
 
     def anomaly_score(self, X: Any) -> np.ndarray:
-        """Anomaly score per image, shape (N,): higher = more anomalous."""
-        return self.score_samples(X)
+        """Anomaly score per image, (N,) float64: HIGHER = MORE ANOMALOUS."""
+        x = self._inputs(X)
+        return self.scorer_.score(self.model_, x)
 
     def flag(self, X: Any) -> np.ndarray:
         """1 for anomalies (anomaly score > ``threshold_``), 0 for normal images, shape (N,)."""
         return (self.anomaly_score(X) > self.threshold_).astype(np.int64)
 
-    def score_samples(self, X: Any) -> np.ndarray:
-        """Anomaly score per image, shape (N,): higher = more anomalous."""
-        x = self._inputs(X)
-        if self.score_config_.parts == ["recon"]:
-            return score_images(self.model_, x, self.score_kind_,
-                                self.score_config_.complexity)
-        parts = self._parts(x)
-        if self.calibration_ is None:
-            return next(iter(parts.values()))
-        return self.calibration_.combine(parts)
-
     def score_parts(self, X: Any) -> dict[str, np.ndarray]:
-        """Each part of the score, raw (``{part: (N,)}``), e.g. to see which part flagged."""
-        return self._parts(self._inputs(X))
+        """Each part of the anomaly score, raw (``{part: (N,)}``, higher = more anomalous),
+        e.g. to see which part flagged an image."""
+        x = self._inputs(X)
+        return self.scorer_.parts(self.model_, x)
 
-    def _parts(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        cfg = self.score_config_
-        return score_parts(self.model_, x, cfg.parts, cfg.kind, self.knn_bank_, cfg.knn_k,
-                           cfg.complexity)
+    @property
+    def offset_(self) -> float:
+        """scikit-learn's offset: ``decision_function = score_samples - offset_``;
+        ``-threshold_``."""
+        return -self.threshold_
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """scikit-learn's sign: the NEGATED anomaly score, (N,): LOWER = MORE ABNORMAL."""
+        return -self.anomaly_score(X)
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """``score_samples(X) - offset_``, (N,): negative for outliers (scikit-learn's sign)."""
+        return self.score_samples(X) - self.offset_
 
     def predict(self, X: Any) -> np.ndarray:
-        """1 for anomalies (score > ``threshold_``), 0 for normal images, shape (N,)."""
-        return (self.score_samples(X) > self.threshold_).astype(np.int64)
+        """scikit-learn's labels, (N,): -1 for outliers (anomalies), +1 for inliers."""
+        return np.where(self.flag(X) == 1, -1, 1)
 
     def reconstruct(self, X: Any) -> np.ndarray:
         """Reconstructions of ``X``, shape (N, C, H, W)."""
@@ -229,102 +238,83 @@ class Detector:
     def error_maps(self, X: Any) -> np.ndarray:
         """Per-pixel reconstruction error of ``X``, shape (N, H, W) (higher = worse)."""
         x = self._inputs(X)
-        return error_maps(self.model_, x, self.score_kind_)
+        return error_maps(self.model_, x, self.scorer_.config.kind)
 
     # ------------------------------------------------------------------ persistence
 
-    def _header(self) -> dict:
-        return {
-            "format": FORMAT, "format_version": FORMAT_VERSION,
-            "input_shape": list(self.input_shape_),
-            "score": self.score_config_.model_dump(mode="json"), "classes": self.classes_,
-            "calibration": None if self.calibration_ is None else {
-                "mean": self.calibration_.mean, "std": self.calibration_.std},
-            "threshold": self.threshold_, "threshold_method": self.threshold_method_,
-            "preprocessing": self.preprocessing_,
-            **self.config_,
-        }
-
     def save(self, path: str | Path) -> Path:
         """Write the detector to one ``.safetensors`` file atomically; returns the path."""
-        from safetensors.torch import save_file
-
         self._check_fitted()
-        path = Path(path)
-        tensors = {k: v.detach().contiguous() for k, v in self.model_.state_dict().items()}
-        if self.knn_bank_ is not None:
-            tensors[BANK_KEY] = self.knn_bank_.contiguous()
-        metadata = {"reconad": json.dumps(self._header()), "sha256": _digest(tensors)}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-        try:
-            save_file(tensors, str(tmp), metadata=metadata)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        header = {
+            "input_shape": list(self.input_shape_), **self.config_, **self.scorer_.to_header(),
+            "classes": self.classes_, "threshold": self.threshold_,
+            "threshold_method": self.threshold_method_, "preprocessing": self.preprocessing_,
+            "history": None if self.history_ is None else dataclasses.asdict(self.history_),
+            "params": {"train": _section(self.train, TrainConfig, "train").model_dump(mode="json"),
+                       "quantile": self.quantile, "val_fraction": self.val_fraction,
+                       "seed": self.seed},
+        }
+        tensors = {**self.model_.state_dict(), **self.scorer_.tensors()}
+        if self.val_scores_ is not None:
+            tensors[VAL_SCORES_KEY] = torch.from_numpy(
+                np.ascontiguousarray(self.val_scores_, dtype=np.float64))
+        return write_detector_file(path, header, tensors)
 
     @classmethod
     def load(cls, path: str | Path) -> Detector:
-        """Load a detector written by :meth:`save`; damaged or edited files are rejected."""
-        from safetensors import safe_open
-
-        path = Path(path)
-        if not path.is_file():
-            raise ReconadError(f"detector file {path} does not exist; check the path")
-        damaged = (f"detector file {path} is damaged or was edited")
-        fix = "re-create it with `reconad run` or Detector.save()"
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = handle.metadata() or {}
-                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-            header = json.loads(metadata["reconad"])
-            expected = metadata["sha256"]
-        except Exception as exc:  # safetensors/json raise many types for a broken file
-            raise ReconadError(f"{damaged} ({type(exc).__name__}); {fix}") from None
-        if header.get("format") != FORMAT:
-            raise ReconadError(f"{path} is not a reconad detector file; {fix}")
-        if header.get("format_version") not in READABLE_VERSIONS:
-            raise ReconadError(
-                f"{path} has detector format version {header.get('format_version')}, this "
-                f"reconad reads version {FORMAT_VERSION}; {fix}")
-        if _digest(tensors) != expected:
-            raise ReconadError(f"{damaged} (weights do not match their checksum); {fix}")
-        try:
-            det = cls(model=header["model"], loss=header["loss"], score=header["score"])
-            model_cfg = _section(header["model"], ModelConfig, "model")
-            score_cfg = _score_config(header["score"])
-            classes = [int(c) for c in header.get("classes") or []]
-            shape = tuple(int(s) for s in header["input_shape"])
-            network = build_model(model_cfg, shape, len(classes))
-            bank = tensors.pop(BANK_KEY, None)
-            if "latent_knn" in score_cfg.parts and bank is None:
-                raise ValueError("latent_knn score without its training codes")
-            network.load_state_dict(tensors)
-            calibration = header.get("calibration")
-            if len(score_cfg.parts) > 1:
-                calibration = Calibration(
-                    {p: float(calibration["mean"][p]) for p in score_cfg.parts},
-                    {p: float(calibration["std"][p]) for p in score_cfg.parts})
-            threshold = float(header["threshold"])
-        except ReconadError:
-            raise
-        except Exception as exc:
-            raise ReconadError(f"{damaged} (header: {type(exc).__name__}); {fix}") from None
+        """Load a detector written by :meth:`save`. The file is untrusted input: damaged,
+        edited or hostile files are refused with one line naming the problem."""
+        header, tensors = read_detector_file(path)
+        try:  # every check before the model is built for real
+            skeleton = declared_model(header)
+            weights = take_weights(skeleton, tensors)
+            scorer = Scorer.from_header(header.score, header.calibration, tensors, skeleton)
+            val_scores = take_val_scores(header, tensors)
+            history = _history(header.raw_history)
+        except ReconadError as exc:
+            raise ReconadError(f"detector file {path} is damaged or was edited ({exc}); "
+                               "re-create it with `reconad run` or Detector.save()") from None
+        network = build_model(header.model, header.input_shape, len(header.classes))
+        network.load_state_dict(weights)
         network.eval()
-        det.model_, det.input_shape_ = network, shape
-        det.config_ = {"model": header["model"], "loss": header["loss"]}
-        det.score_config_, det.score_kind_ = score_cfg, score_cfg.kind
-        det.classes_, det.knn_bank_ = classes, bank
-        det.calibration_ = calibration if len(score_cfg.parts) > 1 else None
-        det.threshold_, det.threshold_method_ = threshold, header.get("threshold_method", "fixed")
-        det.preprocessing_ = header.get("preprocessing") or {"resize": None, "grayscale": False}
+        params = {k: v.model_dump(mode="json") if k == "train" else v
+                  for k, v in header.params.items()}
+        det = cls(model=header.model.model_dump(mode="json"),
+                  loss=header.loss.model_dump(mode="json"),
+                  score=header.score.model_dump(mode="json"), **params)
+        det.model_, det.input_shape_ = network, header.input_shape
+        det.config_ = {"model": det.model, "loss": det.loss}
+        det.scorer_, det.classes_ = scorer, header.classes
+        det.history_, det.val_scores_ = history, val_scores
+        det.threshold_, det.threshold_method_ = header.threshold, header.threshold_method
+        det.preprocessing_ = header.preprocessing
         return det
 
 
 def _score_config(score: Any) -> ScoreConfig:
     """A :class:`ScoreConfig` from a kind string (the short form), a dict or an instance."""
     return _section({"kind": score} if isinstance(score, str) else score, ScoreConfig, "score")
+
+
+def _history(raw: Any) -> History | None:
+    """A :class:`History` from a header's ``history`` entry (None when the file has none)."""
+    if raw is None:
+        return None
+    fields = {f.name for f in dataclasses.fields(History)}
+    ok = (isinstance(raw, dict) and set(raw) == fields and isinstance(raw["rows"], list)
+          and all(isinstance(r, dict) and all(_number_or_none(v) for v in r.values())
+                  for r in raw["rows"])
+          and all(_number_or_none(raw[k]) for k in fields - {"rows"}))
+    if not ok:
+        raise ReconadError("its training history is not a list of rows of numbers")
+    return History(**raw)
+
+
+def _number_or_none(value: Any) -> bool:
+    """None, a finite number, a flag or a short label: what a history row may hold."""
+    if isinstance(value, str):
+        return len(value) <= 100
+    return value is None or (isinstance(value, int | float) and math.isfinite(value))
 
 
 def _class_indices(y: Any, n: int) -> tuple[list[int], np.ndarray]:
@@ -338,13 +328,3 @@ def _class_indices(y: Any, n: int) -> tuple[list[int], np.ndarray]:
                            f"shape {y.shape} of {y.dtype}")
     classes, index = np.unique(y, return_inverse=True)
     return [int(c) for c in classes], index.astype(np.int64)
-
-
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 over names and raw bytes of the tensors, in name order (detects edited weights)."""
-    h = hashlib.sha256()
-    for key in sorted(tensors):
-        h.update(key.encode())
-        flat = tensors[key].detach().contiguous().reshape(-1)
-        h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
-    return h.hexdigest()

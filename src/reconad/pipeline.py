@@ -87,15 +87,14 @@ def run(
     detector = Detector(
         model=config.model, loss=config.loss, train=config.train, score=config.score,
         quantile=config.threshold.quantile, seed=config.seed, progress=progress,
-    ).fit(splits.train, splits.val, y=splits.train_labels if config.model.class_head else None)
-    detector.preprocessing_ = {
-        "resize": list(config.data.resize) if config.data.resize else None,
-        "grayscale": config.data.grayscale,
-    }
+    ).fit(splits.train, y=splits.train_labels if config.model.class_head else None,
+          X_val=splits.val, preprocessing={
+              "resize": list(config.data.resize) if config.data.resize else None,
+              "grayscale": config.data.grayscale})
     if detector.history_.interrupted:
         console.print("[yellow]training interrupted: keeping the best model so far[/]")
 
-    scores = {name: detector.score_samples(s.x) for name, s in splits.sets.items()}
+    scores = {name: detector.anomaly_score(s.x) for name, s in splits.sets.items()}
     thresholds, set_metrics = evaluate_sets(scores, splits, detector.val_scores_,
                                             config.threshold)
     chosen = config.threshold.method
@@ -110,7 +109,7 @@ def run(
         "score": config.score.kind, "score_parts": list(config.score.parts),
         "chosen_threshold": chosen,
         "training": detector.history_.summary(),
-        "train": {"groups": group_stats(detector.score_samples(splits.train),
+        "train": {"groups": group_stats(detector.anomaly_score(splits.train),
                                         np.full(len(splits.train), splits.train_group))},
     }
     metrics.update(set_metrics)  # one entry per evaluated set, thresholds chosen on dev

@@ -13,38 +13,47 @@ A score can also combine several parts (``score.parts``): the reconstruction err
 (``recon``), the distance of the code to its nearest training codes (``latent_knn``) and the
 class head's energy (``class_energy``). :func:`score_parts` computes them in one pass;
 :class:`Calibration` puts them on one scale (standardised on normal validation images) and
-sums them.
+sums them. :class:`reconad.scorer.Scorer` holds a score's settings and fitted state.
+
+Scores do not depend on the batch an image is scored in (fixed-size forward passes).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from reconad.errors import ReconadError
 from reconad.losses import error_map, per_image_loss
-from reconad.models import class_logits
+from reconad.models import Autoencoder
 
-SCORE_KINDS = ("mse", "l1", "bce", "ssim")
-COMPLEXITIES = ("none", "tv")
-BATCH = 2048  # images per forward pass; no gradients are kept, so this only bounds memory
+# Images per forward pass. Every pass gets exactly this many images (the last one padded
+# with copies of its first image), so an image's score does not depend on the batch it came in:
+# the same matrix shapes give the same floating-point sums. No gradients are kept, so this
+# only bounds memory; on one thread 256 images per pass are as fast per image as 2048.
+CHUNK = 256
 # Total variation below this is treated as this (a blank image): MNIST digits have 0.05-0.24.
 TV_FLOOR = 1e-3
 
 
-def _batches(x: np.ndarray):
-    for start in range(0, len(x), BATCH):
-        yield torch.from_numpy(np.ascontiguousarray(x[start : start + BATCH], dtype=np.float32))
+def _chunks(x: np.ndarray) -> Iterator[tuple[torch.Tensor, int]]:
+    """(a (CHUNK, C, H, W) float32 batch, how many of its images are real) over ``x``."""
+    for start in range(0, len(x), CHUNK):
+        part = np.ascontiguousarray(x[start : start + CHUNK], dtype=np.float32)
+        n = len(part)
+        if n < CHUNK:
+            part = np.concatenate([part, np.repeat(part[:1], CHUNK - n, axis=0)])
+        yield torch.from_numpy(part), n
 
 
 @torch.no_grad()
-def reconstruct(model: nn.Module, x: np.ndarray) -> np.ndarray:
+def reconstruct(model: Autoencoder, x: np.ndarray) -> np.ndarray:
     """The model's reconstruction of ``x`` (N, C, H, W), same shape, values in [0, 1]."""
     model.eval()
-    parts = [model(batch).numpy() for batch in _batches(x)]
+    parts = [model(batch)[:n].numpy() for batch, n in _chunks(x)]
     return np.concatenate(parts) if parts else np.empty_like(x, dtype=np.float32)
 
 
@@ -72,26 +81,22 @@ def recon_error(x_hat: torch.Tensor, x: torch.Tensor, kind: str = "mse",
     return error
 
 
-@torch.no_grad()
-def score_images(model: nn.Module, x: np.ndarray, kind: str = "mse",
+def score_images(model: Autoencoder, x: np.ndarray, kind: str = "mse",
                  complexity: str = "none") -> np.ndarray:
-    """Per-image anomaly score of ``x`` (N, C, H, W): higher = more anomalous.
+    """Per-image anomaly score of ``x`` (N, C, H, W): higher = more anomalous, (N,) float64.
 
     ``kind`` is the reconstruction dissimilarity: ``mse``, ``l1``, ``bce`` or ``ssim``
     (1 - SSIM of input and reconstruction); ``complexity="tv"`` divides it by the image's
     total variation (see the module docstring).
     """
-    model.eval()
-    parts = [recon_error(model(batch), batch, kind, complexity).double().numpy()
-             for batch in _batches(x)]
-    return np.concatenate(parts) if parts else np.empty(0)
+    return score_parts(model, x, ["recon"], kind, complexity=complexity)["recon"]
 
 
 @torch.no_grad()
-def error_maps(model: nn.Module, x: np.ndarray, kind: str = "mse") -> np.ndarray:
+def error_maps(model: Autoencoder, x: np.ndarray, kind: str = "mse") -> np.ndarray:
     """Per-pixel error of ``x`` (N, C, H, W) against its reconstruction, shape (N, H, W)."""
     model.eval()
-    parts = [error_map(kind, model(batch), batch).numpy() for batch in _batches(x)]
+    parts = [error_map(kind, model(batch), batch)[:n].numpy() for batch, n in _chunks(x)]
     return np.concatenate(parts) if parts else np.empty((0, *x.shape[2:]), dtype=np.float32)
 
 
@@ -100,42 +105,78 @@ def error_maps(model: nn.Module, x: np.ndarray, kind: str = "mse") -> np.ndarray
 LOG_PARTS = ("recon", "latent_knn")  # positive distances: standardised on a log scale
 
 
+KNN_QUERIES = 256  # codes compared with the bank at once
+KNN_BANK_CHUNK = 8192  # bank codes per distance block: at most (256, 8192) floats at once
+KNN_MARGIN = 8  # extra candidates re-measured exactly, in case rounding misordered the k-th
+
+
 @torch.no_grad()
-def latent_codes(model: nn.Module, x: np.ndarray) -> torch.Tensor:
+def latent_codes(model: Autoencoder, x: np.ndarray) -> torch.Tensor:
     """The codes of ``x`` (N, C, H, W), flattened to (N, D) float32."""
     model.eval()
-    parts = [model.encode(batch).flatten(1) for batch in _batches(x)]
+    parts = [model.encode(batch)[:n].flatten(1) for batch, n in _chunks(x)]
     return torch.cat(parts) if parts else torch.empty(0, 0)
 
 
 @torch.no_grad()
-def score_parts(model: nn.Module, x: np.ndarray, parts: list[str], kind: str = "mse",
+def knn_distance(codes: torch.Tensor, bank: torch.Tensor, k: int) -> np.ndarray:
+    """Mean Euclidean distance of each code (N, D) to its ``k`` nearest bank codes (M, D):
+    (N,) float64.
+
+    Float32 throughout, memory bounded by blocks of queries and bank codes. Candidates come
+    from the matmul form ``|a|^2 + |b|^2 - 2 a.b`` (fast, but it loses small distances to
+    cancellation); the ``k + KNN_MARGIN`` best candidates are then measured again directly as
+    ``|a - b|``, which is accurate, and the ``k`` smallest of those are averaged.
+    """
+    k = min(k, len(bank))
+    n_candidates = min(len(bank), k + KNN_MARGIN)
+    # Rank by |b|^2 - 2 a.b (|a|^2 is the same for all of a row's candidates), in one matmul:
+    # [a, 1] . [-2 b, |b|^2].
+    keys = torch.cat([-2.0 * bank, (bank * bank).sum(1, keepdim=True)], dim=1).T  # (D+1, M)
+    out = []
+    for start in range(0, len(codes), KNN_QUERIES):
+        query = codes[start : start + KNN_QUERIES]  # (B, D)
+        lifted = torch.cat([query, torch.ones(len(query), 1)], dim=1)  # (B, D+1)
+        found_d, found_i = [], []
+        for b0 in range(0, len(bank), KNN_BANK_CHUNK):
+            rank = lifted @ keys[:, b0 : b0 + KNN_BANK_CHUNK]  # (B, Mb)
+            d, i = rank.topk(min(n_candidates, rank.shape[1]), dim=1, largest=False)
+            found_d.append(d)
+            found_i.append(i + b0)
+        pick = torch.cat(found_d, 1).topk(n_candidates, dim=1, largest=False).indices
+        candidates = torch.cat(found_i, 1).gather(1, pick)  # (B, k + margin) bank rows
+        exact = (query[:, None, :] - bank[candidates]).norm(dim=2)  # (B, k + margin)
+        nearest = exact.topk(k, dim=1, largest=False).values.sort(dim=1).values
+        out.append(nearest.double().mean(1).numpy())
+    return np.concatenate(out) if out else np.empty(0)
+
+
+@torch.no_grad()
+def score_parts(model: Autoencoder, x: np.ndarray, parts: list[str], kind: str = "mse",
                 bank: torch.Tensor | None = None, k: int = 5,
                 complexity: str = "none") -> dict[str, np.ndarray]:
     """Each requested part's raw score of ``x`` (N, C, H, W): ``{part: (N,) float64}``.
 
+    One pass: each image is encoded once and its code decoded once (by each ensemble member).
     ``recon`` is :func:`recon_error` (``kind``, ``complexity``); ``bank`` (M, D) holds the
-    training codes ``latent_knn`` measures against (mean Euclidean distance to the ``k``
+    training codes ``latent_knn`` measures against (:func:`knn_distance` to the ``k``
     nearest); ``class_energy`` is the class head's energy ``-logsumexp(logits)`` (the mean
     over an ensemble's members).
     """
     model.eval()
     out: dict[str, list[np.ndarray]] = {part: [] for part in parts}
-    for batch in _batches(x):
+    for batch, n in _chunks(x):
         code = model.encode(batch)
         if "recon" in out:
-            out["recon"].append(
-                recon_error(model.decode(code), batch, kind, complexity).double().numpy())
+            error = recon_error(model.decode(code), batch, kind, complexity)
+            out["recon"].append(error[:n].double().numpy())
         if "latent_knn" in out:
-            # float64: the matmul form of cdist loses small distances in float32.
-            dist = torch.cdist(code.flatten(1).double(), bank.double())  # (B, M)
-            nearest = dist.topk(min(k, bank.shape[0]), dim=1, largest=False).values
-            out["latent_knn"].append(nearest.mean(1).numpy())
+            out["latent_knn"].append(knn_distance(code[:n].flatten(1), bank, k))
         if "class_energy" in out:
             # An ensemble's energy: the mean of its members' energies.
             energy = torch.stack([-torch.logsumexp(logits, dim=1)
-                                  for logits in class_logits(model, code)]).mean(dim=0)
-            out["class_energy"].append(energy.double().numpy())
+                                  for logits in model.class_logits(code)]).mean(dim=0)
+            out["class_energy"].append(energy[:n].double().numpy())
     return {part: np.concatenate(v) if v else np.empty(0) for part, v in out.items()}
 
 

@@ -22,7 +22,6 @@ from reconad.config import LossConfig, TrainConfig
 from reconad.corruptions import corrupt
 from reconad.errors import ReconadError
 from reconad.losses import loss_from_config
-from reconad.models import EnsembleAutoencoder, class_logits, has_class_head
 
 EVAL_BATCH = 2048  # images per forward pass when only evaluating (no activations kept)
 
@@ -106,11 +105,9 @@ def _reconstruction_loss(model: nn.Module, code: torch.Tensor, target: torch.Ten
                          loss_fn) -> torch.Tensor:
     """Per-image training loss (B,). An ensemble's members each learn on their own (the mean
     of their losses), not jointly through their mean reconstruction, so they stay independent
-    models whose errors average out."""
-    if isinstance(model, EnsembleAutoencoder):
-        return torch.stack([loss_fn(r, target)
-                            for r in model.member_reconstructions(code)]).mean(dim=0)
-    return loss_fn(model.decode(code), target)
+    models whose errors average out; a single model is an ensemble of one."""
+    return torch.stack([loss_fn(r, target)
+                        for r in model.member_reconstructions(code)]).mean(dim=0)
 
 
 def _train_epoch(model, x, y, loss_fn, class_weight: float, optimizer, cfg: TrainConfig,
@@ -142,7 +139,7 @@ def _train_epoch(model, x, y, loss_fn, class_weight: float, optimizer, cfg: Trai
         if cfg.l1_latent:
             loss = loss + cfg.l1_latent * code.abs().mean()
         if y is not None:
-            logits = class_logits(model, code)  # one per ensemble member, each learns alone
+            logits = model.class_logits(code)  # one per ensemble member, each learns alone
             loss = loss + class_weight * sum(
                 F.cross_entropy(member, y[batch]) for member in logits) / len(logits)
         optimizer.zero_grad(set_to_none=True)
@@ -187,7 +184,7 @@ def fit_model(
     xv = None if val_x is None or len(val_x) == 0 else torch.from_numpy(
         np.ascontiguousarray(val_x, dtype=np.float32))
     y = None
-    if train_y is not None and has_class_head(model):
+    if train_y is not None and model.n_classes:
         y = torch.as_tensor(np.asarray(train_y), dtype=torch.long)
     loss_fn = loss_from_config(loss_cfg)
     optimizer = make_optimizer(model, train_cfg)

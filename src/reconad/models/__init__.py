@@ -1,8 +1,10 @@
 """Pure ``nn.Module`` autoencoders: a dense family and a convolutional family.
 
 Every model maps images ``(B, C, H, W)`` in [0, 1] to reconstructions of the same shape in
-[0, 1] (sigmoid output) and exposes ``encode(x) -> z`` and ``decode(z) -> x_hat``. No training
-or scoring code lives here.
+[0, 1] (sigmoid output) and follows the :class:`Autoencoder` contract: ``encode(x) -> z``,
+``decode(z) -> x_hat``, ``member_reconstructions(z)`` and ``class_logits(z)`` (an ensemble is
+one more autoencoder, a single model an ensemble of one). No training or scoring code lives
+here.
 
 >>> from reconad.config import ModelConfig
 >>> model = build_model(ModelConfig(hidden=[64], latent=8), (1, 28, 28))
@@ -14,21 +16,21 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import nn
 
 from reconad.config import ModelConfig
 from reconad.errors import ReconadError
+from reconad.models._base import Autoencoder
 from reconad.models.conv import ConvAutoencoder
 from reconad.models.dense import DenseAutoencoder
 from reconad.models.ensemble import EnsembleAutoencoder
 
-__all__ = ["ConvAutoencoder", "DenseAutoencoder", "EnsembleAutoencoder", "build_model",
-           "class_logits", "count_parameters", "has_class_head"]
+__all__ = ["Autoencoder", "ConvAutoencoder", "DenseAutoencoder", "EnsembleAutoencoder",
+           "build_model", "count_parameters"]
 
 
 def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int],
-                n_classes: int = 0) -> nn.Module:
+                n_classes: int = 0) -> Autoencoder:
     """Build the autoencoder ``cfg`` describes for images of shape ``input_shape``.
 
     Args:
@@ -39,42 +41,24 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int],
     Returns:
         A freshly initialised :class:`DenseAutoencoder` or :class:`ConvAutoencoder` (an
         :class:`EnsembleAutoencoder` of ``cfg.members`` of them when that is above 1); with
-        ``cfg.class_head`` every autoencoder also has ``class_head``, a linear classifier of
-        its code (read them with :func:`class_logits`).
+        ``cfg.class_head`` every member has a class head of ``n_classes`` logits on its code.
 
     Raises:
         ReconadError: If the shape is not three positive sizes, the code is larger than the
             input, the conv kernel is even, or a class head gets fewer than two classes.
     """
-    members = [_autoencoder(cfg, input_shape) for _ in range(cfg.members)]
-    if cfg.class_head:
-        if n_classes < 2:
-            raise ReconadError(
-                f"model.class_head needs normal training images of at least two labelled "
-                f"classes (got {n_classes}); name several normal classes, or set "
-                "model.class_head=false and score.parts=[recon,latent_knn]")
-        for member in members:
-            member.class_head = nn.Sequential(
-                nn.Flatten(), nn.Linear(math.prod(member.code_shape), n_classes))
+    if cfg.class_head and n_classes < 2:
+        raise ReconadError(
+            f"model.class_head needs normal training images of at least two labelled "
+            f"classes (got {n_classes}); name several normal classes, or set "
+            "model.class_head=false and score.parts=[recon,latent_knn]")
+    n_classes = n_classes if cfg.class_head else 0
+    members = [_autoencoder(cfg, input_shape, n_classes) for _ in range(cfg.members)]
     return members[0] if len(members) == 1 else EnsembleAutoencoder(members)
 
 
-def has_class_head(model: nn.Module) -> bool:
-    """Whether ``model`` (or each member of an ensemble) has a class head."""
-    first = model.members[0] if isinstance(model, EnsembleAutoencoder) else model
-    return hasattr(first, "class_head")
-
-
-def class_logits(model: nn.Module, code: torch.Tensor) -> list[torch.Tensor]:
-    """The class head's logits ``(B, n_classes)`` from ``model.encode``'s code: one tensor per
-    member of an ensemble (each member classifies its own part of the code), else one."""
-    if isinstance(model, EnsembleAutoencoder):
-        return [m.class_head(part) for m, part in zip(model.members, model.member_codes(code),
-                                                      strict=True)]
-    return [model.class_head(code)]
-
-
-def _autoencoder(cfg: ModelConfig, input_shape: tuple[int, int, int]) -> nn.Module:
+def _autoencoder(cfg: ModelConfig, input_shape: tuple[int, int, int],
+                 n_classes: int) -> Autoencoder:
     shape = _check_shape(input_shape)
     size = math.prod(shape)
     if (cfg.kind == "dense" or cfg.bottleneck) and cfg.latent > size:
@@ -91,6 +75,7 @@ def _autoencoder(cfg: ModelConfig, input_shape: tuple[int, int, int]) -> nn.Modu
             latent_activation=cfg.latent_activation,
             batch_norm=cfg.batch_norm,
             dropout=cfg.dropout,
+            n_classes=n_classes,
         )
     if cfg.kernel % 2 == 0:
         raise ReconadError(
@@ -109,6 +94,7 @@ def _autoencoder(cfg: ModelConfig, input_shape: tuple[int, int, int]) -> nn.Modu
         latent_activation=cfg.latent_activation,
         batch_norm=cfg.batch_norm,
         dropout=cfg.dropout,
+        n_classes=n_classes,
     )
 
 

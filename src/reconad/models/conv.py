@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reconad.models import _layers
+from reconad.models._base import Autoencoder
 
 
 def _finish(layers: list[nn.Module], channels: int, act: str, batch_norm: bool,
@@ -55,7 +56,7 @@ def _up_stage(c_in: int, c_out: int, kernel: int, mode: str, act: str, batch_nor
     return _finish(first, c_out, act, batch_norm, dropout)
 
 
-class ConvAutoencoder(nn.Module):
+class ConvAutoencoder(Autoencoder):
     """Convolutional autoencoder with an optional dense bottleneck.
 
     Args:
@@ -71,6 +72,7 @@ class ConvAutoencoder(nn.Module):
         latent_activation: ``none``, ``same`` or ``tanh`` on the code.
         batch_norm: Batch norm after every hidden conv.
         dropout: Dropout probability after every hidden stage (0 = none).
+        n_classes: Normal classes of the class head on the code (0 = no class head).
     """
 
     def __init__(
@@ -86,17 +88,17 @@ class ConvAutoencoder(nn.Module):
         latent_activation: str = "none",
         batch_norm: bool = False,
         dropout: float = 0.0,
+        n_classes: int = 0,
     ) -> None:
-        super().__init__()
-        self.input_shape = tuple(input_shape)
-        c, h, w = self.input_shape
+        c, h, w = input_shape
         factor = 2 ** len(channels)
-        self.padded = (math.ceil(h / factor) * factor, math.ceil(w / factor) * factor)
+        padded = (math.ceil(h / factor) * factor, math.ceil(w / factor) * factor)
+        feature_shape = (channels[-1], padded[0] // factor, padded[1] // factor)
+        super().__init__(input_shape, (latent,) if bottleneck else feature_shape)
+        self.padded, self.feature_shape = padded, feature_shape
         # (left, right, top, bottom) split as evenly as possible, for F.pad.
         ph, pw = self.padded[0] - h, self.padded[1] - w
         self.pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
-        self.feature_shape = (channels[-1], self.padded[0] // factor, self.padded[1] // factor)
-        self.code_shape = (latent,) if bottleneck else self.feature_shape
 
         ins = [c, *channels[:-1]]
         self.encoder = nn.Sequential(*(
@@ -123,6 +125,7 @@ class ConvAutoencoder(nn.Module):
             nn.Conv2d(channels[0], c, kernel, padding=kernel // 2),
             nn.Sigmoid(),
         )
+        self._add_class_head(n_classes)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``(B, C, H, W)`` -> codes ``(B, latent)`` or ``(B, C', H', W')``."""
@@ -137,7 +140,3 @@ class ConvAutoencoder(nn.Module):
         left, _, top, _ = self.pad
         _, h, w = self.input_shape
         return out[:, :, top:top + h, left:left + w]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Reconstruct a batch of images ``(B, C, H, W)``."""
-        return self.decode(self.encode(x))

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from reconad.models import _layers
+from reconad.models._base import Autoencoder
 
 
 def _hidden_block(n_in: int, n_out: int, act: str, batch_norm: bool, dropout: float) -> nn.Module:
@@ -20,7 +21,7 @@ def _hidden_block(n_in: int, n_out: int, act: str, batch_norm: bool, dropout: fl
     return nn.Sequential(*layers)
 
 
-class DenseAutoencoder(nn.Module):
+class DenseAutoencoder(Autoencoder):
     """Dense autoencoder, e.g. 784-512-256-32-256-512-784 with a sigmoid output.
 
     Args:
@@ -32,6 +33,7 @@ class DenseAutoencoder(nn.Module):
         latent_activation: ``none``, ``same`` or ``tanh`` on the code.
         batch_norm: Batch norm after each hidden linear layer.
         dropout: Dropout probability after each hidden activation (0 = none).
+        n_classes: Normal classes of the class head on the code (0 = no class head).
     """
 
     def __init__(
@@ -43,10 +45,9 @@ class DenseAutoencoder(nn.Module):
         latent_activation: str = "none",
         batch_norm: bool = False,
         dropout: float = 0.0,
+        n_classes: int = 0,
     ) -> None:
-        super().__init__()
-        self.input_shape = tuple(input_shape)
-        self.code_shape = (latent,)
+        super().__init__(input_shape, (latent,))
         size = math.prod(self.input_shape)
         widths = [size, *hidden]
         self.encoder = nn.Sequential(
@@ -67,6 +68,7 @@ class DenseAutoencoder(nn.Module):
             nn.Linear(back[-1], size),
             nn.Sigmoid(),
         )
+        self._add_class_head(n_classes)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``(B, C, H, W)`` -> codes ``(B, latent)``."""
@@ -76,8 +78,3 @@ class DenseAutoencoder(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Codes ``(B, latent)`` -> reconstructions ``(B, C, H, W)`` in [0, 1]."""
         return self.decoder(z).view(z.shape[0], *self.input_shape)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Reconstruct a batch of images ``(B, C, H, W)``."""
-        return self.decode(self.encode(x))
-

@@ -1,0 +1,145 @@
+"""A score's settings and fitted state in one object: what a detector scores images with.
+
+>>> scorer = Scorer(ScoreConfig(parts=["recon", "latent_knn"])).fit(model, train_x, val_x)
+>>> scorer.score(model, images)       # (N,) float64, higher = more anomalous
+>>> scorer.parts(model, images)       # {"recon": (N,), "latent_knn": (N,)}, raw
+
+The fitted state is the bank of training codes ``latent_knn`` measures against (a seeded
+sample of at most ``knn_bank`` codes) and, for a score of several parts, the
+:class:`~reconad.scoring.Calibration` that standardises each part on the normal validation
+images. :meth:`Scorer.to_header` / :meth:`Scorer.tensors` write that state into a detector
+file, :meth:`Scorer.from_header` checks and reads it back.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from reconad.config import ScoreConfig
+from reconad.errors import ReconadError
+from reconad.models import Autoencoder
+from reconad.scoring import Calibration, latent_codes, score_parts
+
+BANK_KEY = "reconad.knn_bank"  # the latent_knn training codes, beside the model weights
+
+
+class Scorer:
+    """Turns a trained autoencoder's view of images into one anomaly score per image.
+
+    Args:
+        config: which parts make the score and how (:class:`ScoreConfig`).
+        bank: (M, D) float32 training codes for ``latent_knn`` (set by :meth:`fit`).
+        calibration: per-part standardisation when the score has several parts.
+    """
+
+    def __init__(self, config: ScoreConfig, bank: torch.Tensor | None = None,
+                 calibration: Calibration | None = None) -> None:
+        self.config = config
+        self.bank = bank
+        self.calibration = calibration
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the score sums standardised parts (several parts) or is one raw part."""
+        return len(self.config.parts) > 1
+
+    def check_model(self, model: Autoencoder) -> None:
+        """Refuse a model this score cannot use (``class_energy`` needs a class head)."""
+        if "class_energy" in self.config.parts and not model.n_classes:
+            raise ReconadError("score.parts class_energy needs model.class_head=true")
+
+    def fit(self, model: Autoencoder, train_images: np.ndarray, val_images: np.ndarray,
+            seed: int = 0) -> Scorer:
+        """Keep the bank of training codes (``latent_knn``) and calibrate on ``val_images``
+        (normal images, (N, C, H, W)); returns self."""
+        self.check_model(model)
+        self.bank = None
+        if "latent_knn" in self.config.parts:
+            keep = train_images
+            if len(keep) > self.config.knn_bank:
+                pick = np.random.default_rng(seed).choice(len(keep), self.config.knn_bank,
+                                                          replace=False)
+                keep = keep[np.sort(pick)]
+            self.bank = latent_codes(model, keep)
+        self.calibration = None
+        if self.calibrated:
+            self.calibration = Calibration.fit(self.parts(model, val_images))
+        return self
+
+    def parts(self, model: Autoencoder, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Each part's raw score of ``x`` (N, C, H, W): ``{part: (N,) float64}``."""
+        cfg = self.config
+        return score_parts(model, x, cfg.parts, cfg.kind, self.bank, cfg.knn_k, cfg.complexity)
+
+    def score(self, model: Autoencoder, x: np.ndarray) -> np.ndarray:
+        """Anomaly score of ``x`` (N, C, H, W): (N,) float64, higher = more anomalous."""
+        parts = self.parts(model, x)
+        if self.calibration is None:
+            return next(iter(parts.values()))
+        return self.calibration.combine(parts)
+
+    # ------------------------------------------------------------------ persistence
+
+    def to_header(self) -> dict:
+        """The JSON-able settings and calibration (``score``, ``calibration`` keys)."""
+        cal = self.calibration
+        return {"score": self.config.model_dump(mode="json"),
+                "calibration": None if cal is None else {"mean": cal.mean, "std": cal.std}}
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors to save beside the weights: the kNN bank, if any."""
+        return {} if self.bank is None else {BANK_KEY: self.bank.contiguous()}
+
+    @classmethod
+    def from_header(cls, config: ScoreConfig, calibration: Any, tensors: dict[str, torch.Tensor],
+                    model: Autoencoder) -> Scorer:
+        """A scorer from a detector file's ``score`` config, ``calibration`` entry and its
+        tensors (the bank is taken out of ``tensors``), checked against ``model``.
+
+        Raises:
+            ReconadError: one line naming the inconsistent entry (the caller adds the file).
+        """
+        scorer = cls(config)
+        scorer.check_model(model)
+        bank = tensors.pop(BANK_KEY, None)
+        if "latent_knn" in config.parts:
+            width = math.prod(model.code_shape)
+            if bank is None:
+                raise ReconadError("it has a latent_knn score without its training codes")
+            if (bank.dtype != torch.float32 or bank.dim() != 2 or bank.shape[0] < 1
+                    or bank.shape[1] != width):
+                raise ReconadError(
+                    f"its latent_knn bank is {bank.dtype} {tuple(bank.shape)}, the model's "
+                    f"codes are float32 (M, {width})")
+            if not torch.isfinite(bank).all():
+                raise ReconadError("its latent_knn bank holds NaN or infinite codes")
+            scorer.bank = bank
+        elif bank is not None:
+            raise ReconadError("it holds a latent_knn bank but its score has no latent_knn part")
+        if scorer.calibrated:
+            scorer.calibration = _calibration(calibration, config.parts)
+        return scorer
+
+
+def _calibration(entry: Any, parts: list[str]) -> Calibration:
+    """A :class:`Calibration` from a header entry: a finite mean and positive std per part."""
+    ok = isinstance(entry, dict) and set(entry) == {"mean", "std"}
+    values: dict[str, dict[str, float]] = {}
+    for key in ("mean", "std") if ok else ():
+        table = entry[key]
+        if not isinstance(table, dict) or set(table) != set(parts):
+            ok = False
+            break
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                   for v in table.values()):
+            ok = False
+            break
+        values[key] = {p: float(table[p]) for p in parts}
+    if not ok or min(values["std"].values()) <= 0:
+        raise ReconadError(
+            f"its calibration is not a finite mean and positive std for each of {parts}")
+    return Calibration(values["mean"], values["std"])
