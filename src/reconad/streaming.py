@@ -222,6 +222,8 @@ def open_collection(
             raw = np.round(named.test_x * 255).astype(np.uint8)  # back to the stored grey levels
             return ArrayCollection(raw, f"{named.name} test images", "test:{}", named.test_y,
                                    SOURCES[str(source).lower()].classes, **options)
+        raise ReconadError(f"{path} does not exist and is not a named dataset "
+                           f"({', '.join(SOURCES)}); check the path")
     # CSV, IDX and anything else: read whole as today (load_user names the problem if any).
     user = load_user(path, label_column=label_column, **options)
     return ArrayCollection(user.x, str(path), f"{path.name}[{{}}]", user.y, user.class_names)
