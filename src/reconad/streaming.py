@@ -214,6 +214,12 @@ def open_collection(
         images, name, labels, class_names = read_raw_arrays(path)
         return ArrayCollection(images, name, f"{path.name}[{{}}]", labels, class_names,
                                path=path if path.suffix.lower() == ".npy" else None, **options)
+    if path.is_file() and "idx3-ubyte" in path.name:  # MNIST-style IDX images: uint8 kept
+        from reconad.data.idx import read_idx
+        from reconad.data.user import to_nchw
+
+        return ArrayCollection(to_nchw(read_idx(path), str(path)), str(path),
+                               f"{path.name}[{{}}]", **options)
     if not path.exists():
         from reconad.data.sources import SOURCES, load_named
 
@@ -224,7 +230,7 @@ def open_collection(
                                    SOURCES[str(source).lower()].classes, **options)
         raise ReconadError(f"{path} does not exist and is not a named dataset "
                            f"({', '.join(SOURCES)}); check the path")
-    # CSV, IDX and anything else: read whole as today (load_user names the problem if any).
+    # CSV and anything else: read whole as before (load_user names the problem if any).
     user = load_user(path, label_column=label_column, **options)
     return ArrayCollection(user.x, str(path), f"{path.name}[{{}}]", user.y, user.class_names)
 
