@@ -105,7 +105,9 @@ def score_on_ray(
         positions = np.array_split(np.arange(len(collection), dtype=np.int64), n_blocks)
         scored = ray.data.from_numpy(positions).map_batches(
             _Scorer,
-            fn_constructor_args=(Path(detector_path).read_bytes(), [ray.put(collection)]),
+            # Inside a list, so that the references reach the actor unresolved (ray.get there).
+            fn_constructor_args=([ray.put(Path(detector_path).read_bytes()),
+                                  ray.put(collection)],),
             batch_size=batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=workers),
@@ -177,16 +179,16 @@ def _without_extras(table: Any) -> Any:
 class _Scorer:
     """A Ray Data actor: loads the detector once, then scores batches of positions."""
 
-    def __init__(self, detector_bytes: bytes, collection_ref: list) -> None:
+    def __init__(self, refs: list) -> None:
         import ray
 
         from reconad.detector import Detector
 
+        detector_bytes, self.collection = ray.get(refs)
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "detector.safetensors"
             path.write_bytes(detector_bytes)
             self.detector = Detector.load(path)
-        self.collection = ray.get(collection_ref[0])
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Any:
         import pyarrow as pa
