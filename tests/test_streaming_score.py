@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
+from conftest import require_tool
 from PIL import Image
 from scoring_fixtures import SIDE, image_folder, train_tiny_detector
 
@@ -191,3 +193,38 @@ def test_classes_selected_by_name():
     unnamed = Dataset("toy", x, y, x, y)
     with pytest.raises(ReconadError, match=r"has no class names"):
         resolve_class_names(ScenarioConfig(normal=["good"]), unnamed)
+
+
+def test_parquet_of_encoded_images_scores_like_the_same_files(detector, tmp_path):
+    require_tool(importlib.util.find_spec("pyarrow") is not None,
+                 'pyarrow is not installed (pip install "reconad[ray]")')
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = image_folder(tmp_path / "photos", n_per_class=4, side=20)
+    coll = open_collection(root, detector.input_shape_, resize=(SIDE, SIDE))
+    score_collection(detector, coll, tmp_path / "files.csv", batch_size=5)
+    files = read_rows(tmp_path / "files.csv")
+    encoded = [(root / r["id"]).read_bytes() for r in files]
+    table = pa.table({"image": encoded, "label": [r["class"] for r in files]})
+    pq.write_table(table, tmp_path / "x.parquet", row_group_size=5)
+    coll = open_collection(tmp_path / "x.parquet", detector.input_shape_, resize=(SIDE, SIDE))
+    score_collection(detector, coll, tmp_path / "pq.csv", batch_size=3)
+    rows = read_rows(tmp_path / "pq.csv")
+    assert [r["id"] for r in rows] == [f"x.parquet[{i}]" for i in range(12)]
+    assert [r["class"] for r in rows] == [r["class"] for r in files]
+    np.testing.assert_allclose([float(r["score"]) for r in rows],
+                               [float(r["score"]) for r in files], rtol=1e-4, atol=1e-6)
+    # The Hugging Face layout: image = {bytes, path}, ids from an "id" column.
+    struct = [{"bytes": b, "path": r["id"]} for b, r in zip(encoded, files, strict=True)]
+    struct[1] = {"bytes": b"not an image", "path": "x"}
+    pq.write_table(pa.table({"id": [r["id"] for r in files], "image": struct}),
+                   tmp_path / "hf.parquet")
+    coll = open_collection(tmp_path / "hf.parquet", detector.input_shape_, resize=(SIDE, SIDE))
+    assert coll.ids(np.array([0, 5])) == [files[0]["id"], files[5]["id"]]
+    with pytest.raises(ReconadError, match=r"row 1 \(bad/001\.png\) of .*hf\.parquet is not an "
+                                           r"image"):
+        score_collection(detector, coll, tmp_path / "hf.csv")
+    pq.write_table(pa.table({"pixels": [b"x"]}), tmp_path / "bad.parquet")
+    with pytest.raises(ReconadError, match=r"expected the encoded images .* named 'image'"):
+        open_collection(tmp_path / "bad.parquet", detector.input_shape_)

@@ -56,9 +56,9 @@ def run_command(
 def score_command(
     detector: Annotated[Path, typer.Argument(help="A detector.safetensors file.")],
     input: Annotated[str, typer.Argument(help="Images: a folder (class sub-folders give "
-                                              "labels), .npy (memory-mapped), .npz, CSV, IDX, "
-                                              "one image, or mnist/fashion-mnist/kmnist (test "
-                                              "images).")],
+                                              "labels), .npy (memory-mapped), .npz, .parquet "
+                                              "(encoded images), CSV, IDX, one image, or "
+                                              "mnist/fashion-mnist/kmnist (test images).")],
     out: Annotated[Path | None, typer.Option(
         "--out", help="CSV to write (default: stdout); with --engine ray a .csv file or a "
                       "folder for Parquet shards plus scores.csv.")] = None,

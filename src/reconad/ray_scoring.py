@@ -5,9 +5,11 @@ The collection's positions ``0..N-1`` form a Ray dataset; ``map_batches`` runs
 batches through the same :class:`reconad.streaming.Collection` as the single-process engine
 (so both give the same ids and scores). Folders are decoded this way rather than with
 ``ray.data.read_images`` so that ids are paths relative to the input folder and resizing is
-exactly the training one. The detector travels as bytes, the collection through the object
-store: a folder or ``.npy`` must sit on a filesystem every node sees (the file list travels,
-not the files); ``.npz``, CSV and named datasets travel whole.
+exactly the training one; a ``.parquet`` is read row group by row group by the actors in the
+same way rather than with ``ray.data.read_parquet``, for the same ids. The detector and the
+collection travel through the object store: a folder, ``.npy`` or ``.parquet`` must sit on a
+filesystem every node sees (the file list or path travels, not the files); ``.npz``, CSV and
+named datasets travel whole.
 
 Output: with ``--out DIR``, Parquet shards written by the workers in ``DIR/parquet/`` and
 ``DIR/scores.csv``; with ``--out FILE.csv`` or no ``--out``, the CSV alone. Columns as in

@@ -146,26 +146,115 @@ class FileCollection(Collection):
 
     def read(self, i: int) -> np.ndarray:
         """File ``i`` as float32 (C, H, W) in [0, 1], prepared as the detector's images were."""
-        from reconad.data.user import prepare, read_image
+        from reconad.data.user import read_image
 
         path = self.files[i]
-        image = read_image(path, self.root)  # (C, H, W) float32
-        channels, height, width = self.shape
-        if self.grayscale:
-            image = prepare(image[None], grayscale=True)[0]
-        elif image.shape[0] == 1 and channels == 3:  # a grey image among colour ones
-            image = np.repeat(image, 3, axis=0)
-        elif image.shape[0] == 3 and channels == 1:
-            raise ReconadError(f"{path} is a colour image but the detector takes grey images; "
-                               "pass --grayscale")
-        if self.resize is not None:
-            image = prepare(image[None], self.resize)[0]
-        if image.shape[1:] != (height, width):
+        return fit_image(read_image(path, self.root), str(path), self.shape, self.resize,
+                         self.grayscale)
+
+
+class ParquetCollection(FileCollection):
+    """Encoded images (PNG/JPEG bytes) in a Parquet file's ``image`` column, row by row.
+
+    ``image`` holds the bytes, or a struct with a ``bytes`` field (the Hugging Face ``Image``
+    feature); an ``id`` column, if any, names the rows (else ``file.parquet[i]``), a ``label``
+    column (numbers or names) labels them. Only the row groups a batch needs are read.
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, int, int],
+                 resize: tuple[int, int] | None = None, grayscale: bool = False) -> None:
+        from reconad.data.user import encode_labels
+
+        self.path, self.shape, self.resize, self.grayscale = path, tuple(shape), resize, grayscale
+        handle = self._handle()
+        columns = handle.schema_arrow.names
+        if "image" not in columns:
             raise ReconadError(
-                f"{path} is {image.shape[1]}x{image.shape[2]} (HxW) but the detector takes "
-                f"{height}x{width} images; pass --resize {height} {width}"
+                f"{path} has columns {columns}; expected the encoded images (PNG/JPEG bytes) in "
+                "a column named 'image' (optional: 'id', 'label')"
             )
-        return image
+        extra = handle.read(columns=[c for c in ("id", "label") if c in columns])
+        self.row_ids = extra["id"].to_pylist() if "id" in columns else None
+        self.labels, self.class_names = None, None
+        if "label" in columns:
+            self.labels, self.class_names = encode_labels(
+                np.asarray(extra["label"].to_pylist()), f"column 'label' of {path}")
+        sizes = [handle.metadata.row_group(g).num_rows for g in range(handle.num_row_groups)]
+        self.starts = np.cumsum([0, *sizes])  # row group g holds rows starts[g]..starts[g+1]
+        self._group: tuple[int, list] | None = None
+
+    def _handle(self):
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ReconadError(f"reading {self.path} needs pyarrow; run "
+                               'pip install "reconad[ray]" (or pip install pyarrow)') from None
+        try:
+            return pq.ParquetFile(self.path)
+        except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
+            raise ReconadError(f"{self.path} is not a readable Parquet file "
+                               f"({type(exc).__name__}: {exc}); write it again") from None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_group": None}  # the cached row group stays behind
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def ids(self, index: np.ndarray) -> list[str]:
+        if self.row_ids is not None:
+            return [str(self.row_ids[i]) for i in index.tolist()]
+        return [f"{self.path.name}[{i}]" for i in index.tolist()]
+
+    def read(self, i: int) -> np.ndarray:
+        """Row ``i``'s image as float32 (C, H, W) in [0, 1], prepared like the training images."""
+        import io
+
+        from reconad.data.user import read_image
+
+        group = int(np.searchsorted(self.starts, i, side="right")) - 1
+        if self._group is None or self._group[0] != group:
+            column = self._handle().read_row_group(group, columns=["image"])["image"]
+            self._group = (group, column.to_pylist())
+        value = self._group[1][i - self.starts[group]]
+        data = value.get("bytes") if isinstance(value, dict) else value
+        name = f"row {i} ({self.ids(np.array([i]))[0]}) of {self.path}"
+        if not isinstance(data, bytes):
+            raise ReconadError(f"{name} holds no image bytes; store encoded PNG/JPEG bytes")
+        try:
+            image = read_image(io.BytesIO(data), self.path.parent)
+        except ReconadError:
+            raise ReconadError(f"{name} is not an image Pillow can read; fix or drop that "
+                               "row") from None
+        return fit_image(image, name, self.shape, self.resize, self.grayscale)
+
+
+def fit_image(image: np.ndarray, name: str, shape: tuple[int, int, int],
+              resize: tuple[int, int] | None, grayscale: bool) -> np.ndarray:
+    """One decoded image (C, H, W) made into the detector's ``shape``, as training did.
+
+    Grey conversion (``grayscale``), grey repeated over 3 channels for a colour detector,
+    then ``resize``; a colour image for a grey detector or a wrong size is an error naming
+    ``name`` and the option that fixes it.
+    """
+    from reconad.data.user import prepare
+
+    channels, height, width = shape
+    if grayscale:
+        image = prepare(image[None], grayscale=True)[0]
+    elif image.shape[0] == 1 and channels == 3:  # a grey image among colour ones
+        image = np.repeat(image, 3, axis=0)
+    elif image.shape[0] == 3 and channels == 1:
+        raise ReconadError(f"{name} is a colour image but the detector takes grey images; "
+                           "pass --grayscale")
+    if resize is not None:
+        image = prepare(image[None], resize)[0]
+    if image.shape[1:] != (height, width):
+        raise ReconadError(
+            f"{name} is {image.shape[1]}x{image.shape[2]} (HxW) but the detector takes "
+            f"{height}x{width} images; pass --resize {height} {width}"
+        )
+    return image
 
 
 def open_collection(
@@ -180,7 +269,8 @@ def open_collection(
 
     Args:
         source: a folder of images (class sub-folders give labels), a ``.npy`` (memory-mapped),
-            an ``.npz``, a ``.csv``, an IDX file, one image file, or a named dataset (``mnist``,
+            an ``.npz``, a ``.parquet`` of encoded images (:class:`ParquetCollection`), a
+            ``.csv``, an IDX file, one image file, or a named dataset (``mnist``,
             ``fashion-mnist``, ``kmnist``: its test images, ids ``test:123``).
         shape: the detector's (C, H, W); image files are checked against it one by one.
         resize: (height, width) every image is resized to; None = as stored.
@@ -214,6 +304,8 @@ def open_collection(
         images, name, labels, class_names = read_raw_arrays(path)
         return ArrayCollection(images, name, f"{path.name}[{{}}]", labels, class_names,
                                path=path if path.suffix.lower() == ".npy" else None, **options)
+    if path.is_file() and path.suffix.lower() == ".parquet":
+        return ParquetCollection(path, shape, **options)
     if path.is_file() and "idx3-ubyte" in path.name:  # MNIST-style IDX images: uint8 kept
         from reconad.data.idx import read_idx
         from reconad.data.user import to_nchw
