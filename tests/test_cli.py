@@ -60,6 +60,7 @@ def test_score_writes_a_flag_per_image(cli_run, tmp_path):
     with (tmp_path / "scores.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["label"]) for r in rows] == list(range(7))
+    assert [r["id"] for r in rows] == [f"new.npz[{i}]" for i in range(7)]
     from reconad.detector import Detector
 
     det = Detector.load(out / "detector.safetensors")
@@ -74,7 +75,7 @@ def test_score_to_stdout(cli_run, tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((3, 1, 28, 28), np.float32))
     result = reconad("score", out / "detector.safetensors", tmp_path / "x.npy")
     assert result.returncode == 0
-    assert result.stdout.splitlines()[0] == "id,label,score,flag"
+    assert result.stdout.splitlines()[0] == "id,label,class,score,flag"
     assert len(result.stdout.splitlines()) == 4
 
 
@@ -178,7 +179,8 @@ def test_own_image_folder_end_to_end(tmp_path):
     out = tmp_path / "run"
     result = reconad("run", "default", "--out", out, "--quiet",
                      "--set", f"data.source={root}", "--set", "data.resize=[16,16]",
-                     "--set", "scenario.normal=[0]", "--set", "scenario.dev_anomaly=[1]",
+                     # classes by folder name or by number
+                     "--set", "scenario.normal=[kind0]", "--set", "scenario.dev_anomaly=[kind1]",
                      "--set", "scenario.eval_anomaly=[2]", "--set", "train.epochs=3",
                      "--set", "model.latent=8", "--set", "train.batch_size=16",
                      # one normal class: no class head to train, so no class energy
@@ -189,6 +191,7 @@ def test_own_image_folder_end_to_end(tmp_path):
     det = Detector.load(out / "detector.safetensors")
     assert det.input_shape_ == (3, 16, 16)
     assert det.preprocessing_ == {"resize": [16, 16], "grayscale": False}
-    scored = reconad("score", out / "detector.safetensors", root / "kind2")
+    scored = reconad("score", out / "detector.safetensors", root)
     assert scored.returncode == 0, scored.stderr
-    assert len(scored.stdout.strip().splitlines()) == 41
+    rows = list(csv.DictReader(scored.stdout.splitlines()))
+    assert len(rows) == 120 and rows[80]["id"] == "kind2/0.png" and rows[80]["class"] == "kind2"

@@ -269,3 +269,16 @@ def test_named_source_subsets(mnist_dir, monkeypatch):
     counts = np.bincount(ds.train_y, minlength=10)
     assert np.all(np.abs(counts - 600 * TRAIN_COUNTS / 60000) < 1)
     assert len(ds.test_y) == 100 and set(ds.test_y.tolist()) == set(range(10))
+
+
+def test_npz_labels_of_shape_n_by_1_are_flattened(tmp_path):
+    """Keras and MATLAB save labels as (N, 1); they used to be refused."""
+    x = np.zeros((3, 4, 4), np.uint8)
+    np.savez(tmp_path / "a.npz", x=x, y=np.array([[2], [0], [2]]))
+    np.savez(tmp_path / "b.npz", x=x, y=np.array([["cat"], ["ant"], ["cat"]]))
+    assert load_user(tmp_path / "a.npz").y.tolist() == [2, 0, 2]
+    named = load_user(tmp_path / "b.npz")
+    assert named.y.tolist() == [1, 0, 1] and named.class_names == ("ant", "cat")
+    np.savez(tmp_path / "c.npz", x=x, y=np.zeros((3, 2)))
+    with pytest.raises(ReconadError, match=r"has shape \(3, 2\); labels must be one value"):
+        load_user(tmp_path / "c.npz")

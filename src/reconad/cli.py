@@ -55,10 +55,13 @@ def run_command(
 @app.command("score")
 def score_command(
     detector: Annotated[Path, typer.Argument(help="A detector.safetensors file.")],
-    input: Annotated[Path, typer.Argument(help="Images: .npz/.npy, a folder of images, a CSV, "
-                                               "or an IDX file.")],
-    out: Annotated[Path | None, typer.Option("--out", help="CSV to write (default: stdout).")]
-    = None,
+    input: Annotated[str, typer.Argument(help="Images: a folder (class sub-folders give "
+                                              "labels), .npy (memory-mapped), .npz, .parquet "
+                                              "(encoded images), CSV, IDX, one image, or "
+                                              "mnist/fashion-mnist/kmnist (test images).")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="CSV to write (default: stdout); with --engine ray a .csv file or a "
+                      "folder for Parquet shards plus scores.csv.")] = None,
     resize: Annotated[tuple[int, int] | None, typer.Option(help="Resize images to H W.")] = None,
     grayscale: Annotated[bool, typer.Option(help="Convert RGB images to grey.")] = False,
     label_column: Annotated[str, typer.Option(help="Label column of a CSV input.")] = "label",
@@ -67,40 +70,63 @@ def score_command(
     = None,
     gallery_k: Annotated[int, typer.Option(min=1, help="Images per row block of --gallery.")]
     = 16,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images decoded and scored at once "
+                                                        "(bounds the memory).")] = 256,
+    workers: Annotated[int | None, typer.Option(
+        min=0, help="Processes decoding image files (Ray: scoring actors); default: the CPU "
+                    "count, at most 4.")] = None,
+    skip_bad: Annotated[bool, typer.Option(
+        help="Skip unreadable or mis-sized image files, naming each on stderr, instead of "
+             "stopping at the first.")] = False,
+    engine: Annotated[str, typer.Option(help="local (this machine) or ray (a Ray cluster; "
+                                             "pip install \"reconad[ray]\").")] = "local",
+    address: Annotated[str | None, typer.Option(
+        help="Ray cluster to join (ray.init address, e.g. auto or ray://host:10001); default: "
+             "start a local Ray.")] = None,
+    data_dir: DataDirOption = None,
 ) -> None:
-    """Score new images with a saved detector: id, score and flag (1 = anomaly) per image."""
-    from reconad.data.user import load_images
-    from reconad.detector import Detector
-    from reconad.files import write_csv_atomic
+    """Score new images with a saved detector: id, label, class, score and flag (1 = anomaly).
 
+    Rows are written as they are scored, so memory does not grow with the number of images.
+    """
+    import os
+
+    from reconad.detector import Detector
+    from reconad.streaming import open_collection
+
+    if engine not in ("local", "ray"):
+        raise ReconadError(f"unknown --engine {engine!r}; use local or ray")
+    if address is not None and engine != "ray":
+        raise ReconadError("--address is for --engine ray; add --engine ray or drop --address")
     det = Detector.load(detector)
     # Prepare images the way the training images were, unless told otherwise.
     trained = det.preprocessing_
     resize = resize or (tuple(trained["resize"]) if trained.get("resize") else None)
-    images, labels = load_images(input, resize=resize,
+    collection = open_collection(input, det.input_shape_, resize=resize,
                                  grayscale=grayscale or bool(trained.get("grayscale")),
-                                 label_column=label_column)
-    scores = det.anomaly_score(images)
-    flags = scores > det.threshold_
-    rows = [(i, "" if labels is None else int(labels[i]), f"{s:.8g}", int(f))
-            for i, (s, f) in enumerate(zip(scores, flags, strict=True))]
-    columns = ("id", "label", "score", "flag")
-    if out is None:
-        import csv
+                                 label_column=label_column, data_dir=data_dir)
+    workers = min(4, os.cpu_count() or 1) if workers is None else workers
+    title = f"{Path(input).name}: highest and lowest scores"
+    if engine == "ray":
+        from reconad.ray_scoring import score_on_ray
 
-        writer = csv.writer(sys.stdout)
-        writer.writerow(columns)
-        writer.writerows(rows)
+        summary = score_on_ray(detector, collection, out, batch_size=batch_size,
+                               workers=max(workers, 1), address=address, skip_bad=skip_bad,
+                               gallery=gallery, gallery_k=gallery_k, title=title)
     else:
-        write_csv_atomic(out, columns, rows)
-    typer.echo(f"{int(flags.sum())} of {len(scores)} images flagged (threshold "
-               f"{det.threshold_:.6g}, {det.threshold_method_})", err=True)
-    if gallery is not None:
-        from reconad.report import gallery as draw_gallery
+        from reconad.bulk_score import score_collection
 
-        draw_gallery(images, scores, gallery, k=gallery_k, labels=labels,
-                     ids=[f"id {i}" for i in range(len(scores))],
-                     title=f"{input.name}: highest and lowest scores")
+        summary = score_collection(det, collection, out, batch_size=batch_size, workers=workers,
+                                   skip_bad=skip_bad, gallery=gallery, gallery_k=gallery_k,
+                                   title=title)
+    for image_id, reason in summary.skipped:
+        typer.echo(f"skipped {image_id}: {reason}", err=True)
+    skipped = f", {len(summary.skipped)} unreadable skipped" if summary.skipped else ""
+    typer.echo(f"{summary.n_flagged} of {summary.n_scored} images flagged (threshold "
+               f"{det.threshold_:.6g}, {det.threshold_method_}){skipped}", err=True)
+    if out is not None:
+        typer.echo(f"scores written to {out}", err=True)
+    if gallery is not None:
         typer.echo(f"gallery written to {gallery}", err=True)
 
 

@@ -22,7 +22,9 @@ from reconad.errors import ReconadError
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 OpenFraction = Annotated[float, Field(gt=0.0, lt=1.0)]
-Classes = list[int]
+Classes = list[int | str]
+"""Class numbers (label values) or class names (folder names, text labels, a named dataset's
+class names such as ``Trouser``); names are mapped to numbers when the data is loaded."""
 
 
 class _Section(BaseModel):

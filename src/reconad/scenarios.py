@@ -117,11 +117,66 @@ def make_splits(dataset: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
         ReconadError: labels missing for a scenario that needs them, a class selection that
             leaves the normal or an anomaly group empty, or a fraction leaving a part empty.
     """
+    cfg = resolve_class_names(cfg, dataset)
     splits = _SCENARIOS[cfg.kind](dataset, cfg, seed)
     if dataset.train_index is None and dataset.test_index is None:
         return splits
     sets = {name: replace(s, ids=_source_ids(s.ids, dataset)) for name, s in splits.sets.items()}
     return replace(splits, sets=sets)
+
+
+_CLASS_FIELDS = ("normal", "dev_anomaly", "eval_anomaly", "contaminant")
+
+
+def resolve_class_names(cfg: ScenarioConfig, dataset: Dataset) -> ScenarioConfig:
+    """``cfg`` with every class given by name (``normal: [good]``) replaced by its number.
+
+    Numbers stay as they are; a name is looked up in ``dataset.class_names`` (folder names,
+    text labels, a named dataset's classes such as ``Trouser``).
+
+    Raises:
+        ReconadError: an unknown name (the message lists the known ones), names for data whose
+            labels are plain numbers, or a class that ends up both normal and anomalous.
+    """
+    names = dataset.class_names
+    resolved: dict[str, list[int] | None] = {}
+    for field in _CLASS_FIELDS:
+        values = getattr(cfg, field)
+        if values is None or all(isinstance(v, int) for v in values):
+            continue
+        numbers = []
+        for value in values:
+            if isinstance(value, int):
+                numbers.append(value)
+            elif names is not None and value in names:
+                numbers.append(names.index(value))
+            elif names is None and value.strip().lstrip("-").isdigit():
+                numbers.append(int(value))  # "3" written as text, for data without names
+            elif names is None:
+                raise ReconadError(
+                    f"scenario.{field} names class {value!r} but the {dataset.name} data has no "
+                    "class names (its labels are numbers); give class numbers, e.g. [0]"
+                )
+            else:
+                raise ReconadError(
+                    f"scenario.{field} names class {value!r}, which the {dataset.name} data does "
+                    f"not have; known classes: {', '.join(names)} (or their numbers 0.."
+                    f"{len(names) - 1})"
+                )
+        if len(set(numbers)) != len(numbers):
+            raise ReconadError(f"scenario.{field} lists a class twice: {values}")
+        resolved[field] = numbers
+    if not resolved:
+        return cfg
+    cfg = cfg.model_copy(update=resolved)
+    if cfg.normal is not None:
+        anomalies = {"holdout": set(cfg.dev_anomaly) | set(cfg.eval_anomaly),
+                     "contamination": set(cfg.contaminant)}.get(cfg.kind, set())
+        both = sorted(set(cfg.normal) & anomalies)
+        if both:
+            raise ReconadError(f"classes {both} are both normal and anomalous; check "
+                               "scenario.normal and the anomaly classes")
+    return cfg
 
 
 def _source_ids(ids: np.ndarray, dataset: Dataset) -> np.ndarray:

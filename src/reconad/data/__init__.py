@@ -24,6 +24,9 @@ class Dataset:
     train_index: np.ndarray | None = None
     """Position of each training image in its source (after subsetting), for stable ids."""
     test_index: np.ndarray | None = None
+    class_names: tuple[str, ...] | None = None
+    """Name of each label value (folder names, text labels, a named dataset's classes), so a
+    config may select classes by name; None when the labels are plain numbers."""
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -66,6 +69,7 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
         train_x, train_y = prepare(named.train_x, cfg.resize, cfg.grayscale), named.train_y
         test_x, test_y = prepare(named.test_x, cfg.resize, cfg.grayscale), named.test_y
         name = named.name
+        class_names = SOURCES[cfg.source.lower()].classes
     else:
         path = Path(cfg.source).expanduser()
         if not path.exists():
@@ -77,9 +81,11 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
                    "label_column": cfg.label_column}
         user = load_user(path, **options)
         name = path.stem or str(path)
+        class_names = user.class_names
         if cfg.test_source is not None:
             test = load_user(cfg.test_source, classes=user.class_names, **options)
             train_x, train_y, test_x, test_y = user.x, user.y, test.x, test.y
+            class_names = test.class_names or class_names  # the training names come first
         elif user.x_test is not None:
             train_x, train_y, test_x, test_y = user.x, user.y, user.x_test, user.y_test
         else:
@@ -101,7 +107,8 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
         keep = stratified_sample(len(test_x), test_y, cfg.max_test, seed=[seed, 2])
         test_x, test_y = test_x[keep], None if test_y is None else test_y[keep]
         test_index = keep
-    return Dataset(name, train_x, train_y, test_x, test_y, train_index, test_index)
+    return Dataset(name, train_x, train_y, test_x, test_y, train_index, test_index,
+                   class_names)
 
 
 def split_indices(

@@ -84,7 +84,7 @@ def load_user(
     elif suffix == ".csv":
         data = _load_csv(path, label_column, classes)
     elif suffix in IMAGE_SUFFIXES:
-        data = UserImages(_read_image(path, path.parent)[None], None)
+        data = UserImages(read_image(path, path.parent)[None], None)
     elif "idx3-ubyte" in path.name:  # an MNIST-style IDX image file (.gz or raw)
         from reconad.data.idx import read_idx
 
@@ -142,13 +142,16 @@ def encode_labels(
     """Labels as int64: integers stay, text labels become indices of their sorted names.
 
     Args:
-        values: ``(N,)`` labels: integers, integral floats, or text (class names).
+        values: ``(N,)`` (or ``(N, 1)``) labels: integers, integral floats, or text (class
+            names).
         name: what the labels are called in error messages.
         classes: names already in use (kept first, in this order); new names are appended sorted.
 
     Returns:
         int64 labels and the class names (None when the labels were numbers).
     """
+    if values.ndim == 2 and values.shape[1] == 1:  # (N, 1), as Keras and MATLAB save labels
+        values = values[:, 0]
     if values.ndim != 1:
         raise ReconadError(f"{name} has shape {values.shape}; labels must be one value per image")
     if values.dtype.kind in "USO":
@@ -205,27 +208,10 @@ def prepare(
 
 def _load_arrays(path: Path, classes: Sequence[str] | None) -> UserImages:
     """``.npy`` (images) or ``.npz`` (x/images, y/labels, x_test, y_test)."""
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise ReconadError(
-            f"{path} cannot be loaded without pickle ({exc}); save plain numeric arrays with "
-            "np.savez"
-        ) from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ReconadError(f"{path} is not a readable NumPy file ({exc}); save it again") from None
-    if isinstance(loaded, np.ndarray):  # .npy
-        return UserImages(as_images(to_nchw(loaded, str(path)), str(path)), None)
-    with loaded:
-        arrays = {key: loaded[key] for key in loaded.files}
-    x_key = next((k for k in ("x", "images") if k in arrays), None)
-    if x_key is None:
-        raise ReconadError(
-            f"{path} holds arrays {sorted(arrays) or 'none'}; expected the images in an array "
-            "named 'x' or 'images' (optional: labels 'y' or 'labels', test data 'x_test' and "
-            "'y_test')"
-        )
-    y_key = next((k for k in ("y", "labels") if k in arrays), None)
+    arrays = _open_arrays(path)
+    if isinstance(arrays, np.ndarray):  # .npy
+        return UserImages(as_images(to_nchw(arrays, str(path)), str(path)), None)
+    x_key, y_key = _image_keys(path, arrays)
     x, y, names = _images_and_labels(path, arrays, x_key, y_key, classes)
     if "x_test" not in arrays:
         if "y_test" in arrays:
@@ -236,6 +222,61 @@ def _load_arrays(path: Path, classes: Sequence[str] | None) -> UserImages:
     return UserImages(x, y, test_names or names, x_test, y_test)
 
 
+def read_raw_arrays(
+    path: str | Path,
+) -> tuple[np.ndarray, str, np.ndarray | None, tuple[str, ...] | None]:
+    """The images of a ``.npy``/``.npz`` in their stored dtype, for reading in batches.
+
+    A ``.npy`` is memory-mapped (nothing is read until a batch is taken); an ``.npz``'s
+    ``x``/``images`` array is read whole but stays in its stored dtype (uint8 stays uint8).
+    ``x_test`` is ignored.
+
+    Returns:
+        ``(images (N, C, H, W), their name in messages, int64 labels or None, class names or
+        None)``.
+    """
+    path = Path(path)
+    arrays = _open_arrays(path, mmap=True)
+    if isinstance(arrays, np.ndarray):
+        return to_nchw(arrays, str(path)), str(path), None, None
+    x_key, y_key = _image_keys(path, arrays)
+    name = f"{path}[{x_key!r}]"
+    x = to_nchw(arrays[x_key], name)
+    if y_key is None:
+        return x, name, None, None
+    y, names = _labels_for(path, arrays, x_key, y_key, len(x), None)
+    return x, name, y, names
+
+
+def _open_arrays(path: Path, mmap: bool = False) -> np.ndarray | dict[str, np.ndarray]:
+    """A ``.npy``'s array (memory-mapped if ``mmap``) or an ``.npz``'s arrays by name."""
+    try:
+        loaded = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+        if isinstance(loaded, np.ndarray):
+            return loaded
+        with loaded:
+            return {key: loaded[key] for key in loaded.files}
+    except ValueError as exc:
+        raise ReconadError(
+            f"{path} cannot be loaded without pickle ({exc}); save plain numeric arrays with "
+            "np.savez"
+        ) from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ReconadError(f"{path} is not a readable NumPy file ({exc}); save it again") from None
+
+
+def _image_keys(path: Path, arrays: dict[str, np.ndarray]) -> tuple[str, str | None]:
+    """Names of the image array and of the label array (None: unlabelled) of an ``.npz``."""
+    x_key = next((k for k in ("x", "images") if k in arrays), None)
+    if x_key is None:
+        raise ReconadError(
+            f"{path} holds arrays {sorted(arrays) or 'none'}; expected the images in an array "
+            "named 'x' or 'images' (optional: labels 'y' or 'labels', test data 'x_test' and "
+            "'y_test')"
+        )
+    return x_key, next((k for k in ("y", "labels") if k in arrays), None)
+
+
 def _images_and_labels(
     path: Path, arrays: dict[str, np.ndarray], x_key: str, y_key: str | None,
     classes: Sequence[str] | None,
@@ -244,13 +285,21 @@ def _images_and_labels(
     x = as_images(to_nchw(arrays[x_key], name), name)
     if y_key is None:
         return x, None, None
+    y, names = _labels_for(path, arrays, x_key, y_key, len(x), classes)
+    return x, y, names
+
+
+def _labels_for(
+    path: Path, arrays: dict[str, np.ndarray], x_key: str, y_key: str, n_images: int,
+    classes: Sequence[str] | None,
+) -> tuple[np.ndarray, tuple[str, ...] | None]:
     y, names = encode_labels(arrays[y_key], f"{path}[{y_key!r}]", classes)
-    if len(y) != len(x):
+    if len(y) != n_images:
         raise ReconadError(
-            f"{path} has {len(x)} images in {x_key!r} but {len(y)} labels in {y_key!r}; "
+            f"{path} has {n_images} images in {x_key!r} but {len(y)} labels in {y_key!r}; "
             "give one label per image"
         )
-    return x, y, names
+    return y, names
 
 
 # --- CSV ----------------------------------------------------------------------------------
@@ -329,6 +378,39 @@ def _load_folder(
     folder: Path, resize: tuple[int, int] | None, grayscale: bool, classes: Sequence[str] | None
 ) -> UserImages:
     """Images directly in ``folder`` (unlabelled) or in class sub-folders (labelled)."""
+    files, label_names = list_image_folder(folder)
+    images = [read_image(p, folder) for p in files]  # each (C, H, W)
+    if grayscale:
+        images = [prepare(im[None], grayscale=True)[0] for im in images]
+    elif any(im.shape[0] == 3 for im in images):  # mixed grey and colour: grey -> 3 equal channels
+        images = [np.repeat(im, 3, axis=0) if im.shape[0] == 1 else im for im in images]
+    if resize is not None:
+        images = [prepare(im[None], resize)[0] for im in images]
+    else:
+        first = images[0].shape[1:]
+        for path, image in zip(files, images, strict=True):
+            if image.shape[1:] != first:
+                raise ReconadError(
+                    f"images differ in size: {files[0]} is {first[0]}x{first[1]} (HxW) but "
+                    f"{path} is {image.shape[1]}x{image.shape[2]}; {_RESIZE_HINT}"
+                )
+    x = np.stack(images).astype(np.float32, copy=False)  # (N, C, H, W)
+    if label_names is None:
+        return UserImages(x, None)
+    y, names = names_to_indices(label_names, classes)
+    return UserImages(x, y, names)
+
+
+def list_image_folder(folder: Path) -> tuple[list[Path], list[str] | None]:
+    """The image files of ``folder`` in a stable order, and the class name of each.
+
+    Files directly in ``folder`` are unlabelled (class names None); otherwise every visible
+    sub-folder is a class and its files (searched recursively) are listed class by class,
+    each part sorted. Hidden files and folders are skipped.
+
+    Raises:
+        ReconadError: files beside class folders, an empty class folder, no images at all.
+    """
     entries = sorted(p for p in folder.iterdir() if _visible(p.name))
     dirs = [p for p in entries if p.is_dir()]
     files = [p for p in entries if p.is_file()]
@@ -355,30 +437,16 @@ def _load_folder(
             label_names += [class_dir.name] * len(inside)
     if not files:
         raise ReconadError(f"{folder} holds no images; give {FORMATS}")
-    images = [_read_image(p, folder) for p in files]  # each (C, H, W)
-    if grayscale:
-        images = [prepare(im[None], grayscale=True)[0] for im in images]
-    elif any(im.shape[0] == 3 for im in images):  # mixed grey and colour: grey -> 3 equal channels
-        images = [np.repeat(im, 3, axis=0) if im.shape[0] == 1 else im for im in images]
-    if resize is not None:
-        images = [prepare(im[None], resize)[0] for im in images]
-    else:
-        first = images[0].shape[1:]
-        for path, image in zip(files, images, strict=True):
-            if image.shape[1:] != first:
-                raise ReconadError(
-                    f"images differ in size: {files[0]} is {first[0]}x{first[1]} (HxW) but "
-                    f"{path} is {image.shape[1]}x{image.shape[2]}; {_RESIZE_HINT}"
-                )
-    x = np.stack(images).astype(np.float32, copy=False)  # (N, C, H, W)
-    if label_names is None:
-        return UserImages(x, None)
-    y, names = names_to_indices(label_names, classes)
-    return UserImages(x, y, names)
+    return files, label_names
 
 
-def _read_image(path: Path, folder: Path) -> np.ndarray:
-    """One image file as float32 ``(C, H, W)`` in [0, 1], C = 1 (grey) or 3 (colour)."""
+def read_image(path: Path, folder: Path) -> np.ndarray:
+    """One image file as float32 ``(C, H, W)`` in [0, 1], C = 1 (grey) or 3 (colour).
+
+    Raises:
+        ReconadError: the file is not an image Pillow can read (the message names it and
+            ``folder``).
+    """
     from PIL import Image
 
     try:
