@@ -24,10 +24,12 @@ from reconad.sweep import (
     check_space,
     load_sweep,
     one_at_a_time_variants,
+    ranked,
     run_sweep,
     score_gap,
     summarize,
     sweep_preset_names,
+    trial_rows,
 )
 
 TINY = ["data.max_train=300", "data.max_test=300", "train.epochs=1", "model.hidden=[32]"]
@@ -427,9 +429,12 @@ def study_trials(storage: str, name: str) -> list:
     """The trials of sweep ``name`` in ``storage`` ([] while the study does not exist yet)."""
     import optuna
 
+    from reconad.sweep._storage import with_driver
+
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
-        return optuna.load_study(study_name=f"reconad-{name}", storage=storage).get_trials()
+        return optuna.load_study(study_name=f"reconad-{name}",
+                                 storage=with_driver(storage)).get_trials()
     except Exception:  # tables or study not created yet, or the database busy for a moment
         return []
 
@@ -537,22 +542,10 @@ def test_trial_of_a_worker_dead_elsewhere_is_rerun_after_the_grace_period(tmp_pa
     """A trial left running by a worker on another machine that stopped beating is failed
     once its heartbeat is older than the grace period, queued again and run here; the final
     re-evaluation does not wait for it forever."""
-    import optuna
-
     monkeypatch.setenv("RECONAD_SWEEP_GRACE_S", "2")
     source = write_sweep(tmp_path / "g.yaml", GRID.format(repeats=1))
-    storage = f"sqlite:///{(tmp_path / 'sw').resolve() / 'study.db'}"
     (tmp_path / "sw").mkdir()
-    # a worker elsewhere took lr=0.01, latent=8, beat once, and died
-    rdb = optuna.storages.RDBStorage(storage)
-    study = optuna.create_study(storage=rdb, study_name="reconad-g", direction="maximize")
-    study.set_user_attr("reconad_digest", load_sweep(source).digest())
-    trial = study.ask()
-    trial.suggest_categorical("model.latent", ["4", "8"])
-    trial.suggest_categorical("train.lr", ["0.001", "0.01"])
-    trial.set_user_attr("worker", "elsewhere:boot:4242")
-    rdb.record_heartbeat(trial._trial_id)
-    del rdb, study
+    left_running_elsewhere(f"sqlite:///{(tmp_path / 'sw').resolve() / 'study.db'}", source)
 
     fake = FakeRun()
     started = time.monotonic()
@@ -564,3 +557,59 @@ def test_trial_of_a_worker_dead_elsewhere_is_rerun_after_the_grace_period(tmp_pa
         ("0.001", "4"), ("0.001", "8"), ("0.01", "4"), ("0.01", "8")]
     assert {r["state"] for r in rows} == {"complete"} and "0" not in [r["trial"] for r in rows]
     assert len(fake.calls) == 4 + 1
+
+
+def left_running_elsewhere(storage: str, source: Path, deaths: int = 0) -> None:
+    """A study in which a worker on another machine took lr=0.01, latent=8, beat once, and
+    died; ``deaths``: how many earlier workers died on that configuration."""
+    import optuna
+
+    rdb = optuna.storages.RDBStorage(storage)
+    study = optuna.create_study(storage=rdb, study_name=f"reconad-{source.stem}",
+                                direction="maximize")
+    study.set_user_attr("reconad_digest", load_sweep(source).digest())
+    trial = study.ask()
+    trial.suggest_categorical("model.latent", ["4", "8"])
+    trial.suggest_categorical("train.lr", ["0.001", "0.01"])
+    trial.set_user_attr("worker", "elsewhere:boot:4242")
+    if deaths:
+        trial.set_user_attr("deaths", deaths)
+    rdb.record_heartbeat(trial._trial_id)
+
+
+def test_configuration_that_kills_its_workers_is_failed_after_three_deaths(tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.setenv("RECONAD_SWEEP_GRACE_S", "2")
+    source = write_sweep(tmp_path / "g.yaml", GRID.format(repeats=1))
+    (tmp_path / "sw").mkdir()
+    left_running_elsewhere(f"sqlite:///{(tmp_path / 'sw').resolve() / 'study.db'}", source,
+                           deaths=2)
+    fake = FakeRun()
+    result = run_sweep(source, out=tmp_path / "sw", run_fn=fake)
+    rows = {(r["train.lr"], r["model.latent"]): r for r in read_rows(tmp_path / "sw")}
+    assert len(rows) == 4
+    assert rows["0.01", "8"]["state"] == "failed"
+    assert "worker process died 3 times" in rows["0.01", "8"]["error"]
+    assert sum(r["state"] == "complete" for r in rows.values()) == 3
+    assert len(fake.calls) == 3 + 1  # never run again; the other three, then the final run
+    assert result.complete and result.best["overrides"] == {"train.lr": 0.01, "model.latent": 4}
+
+
+def test_a_configuration_completed_twice_is_ranked_once(tmp_path):
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    spec = load_sweep(write_sweep(tmp_path / "g.yaml", GRID.format(repeats=1)))
+    study = optuna.create_study(direction="maximize")
+    for number, value in enumerate((0.7, 0.9, 0.6)):
+        latent = "4" if number < 2 else "8"  # trials 0 and 1: the same configuration
+        study.add_trial(optuna.create_trial(
+            params={"model.latent": latent, "train.lr": "0.01"},
+            distributions={"model.latent": CategoricalDistribution(["4", "8"]),
+                           "train.lr": CategoricalDistribution(["0.001", "0.01"])},
+            value=value,
+            user_attrs={"values": {"dev_auroc": [value]}, "factors": {"model.latent": int(latent),
+                        "train.lr": 0.01}, "overrides": {"model.latent": int(latent)}}))
+    rows = trial_rows(study, spec)
+    assert [r["trial"] for r in rows] == [0, 2]
+    assert [r["trial"] for r in ranked(rows, spec)] == [0, 2]
