@@ -613,3 +613,26 @@ def test_a_configuration_completed_twice_is_ranked_once(tmp_path):
     rows = trial_rows(study, spec)
     assert [r["trial"] for r in rows] == [0, 2]
     assert [r["trial"] for r in ranked(rows, spec)] == [0, 2]
+
+
+def test_final_run_lock_of_a_dead_process_is_taken_over(tmp_path):
+    from reconad.sweep._trials import worker_id
+
+    source = write_sweep(tmp_path / "g.yaml", GRID.format(repeats=1))
+    run_sweep(source, out=tmp_path / "sw", run_fn=FakeRun())
+    # the final run was killed: its lock stayed behind, best.json was never written
+    (tmp_path / "sw/best.json").unlink()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (tmp_path / "sw/.final.lock").write_text(worker_id(gone.pid))
+    again = FakeRun()
+    result = run_sweep(source, out=tmp_path / "sw", run_fn=again)
+    assert len(again.calls) == 1 and result.final_metrics is not None
+    assert (tmp_path / "sw/best.json").is_file() and not (tmp_path / "sw/.final.lock").exists()
+
+    # a lock held by a live process is respected
+    (tmp_path / "sw/best.json").unlink()
+    (tmp_path / "sw/.final.lock").write_text(worker_id())
+    held = FakeRun()
+    assert run_sweep(source, out=tmp_path / "sw", run_fn=held).final_metrics is None
+    assert held.calls == []

@@ -135,9 +135,8 @@ def run_trials(study, ctx: SweepContext, workers: int, console: Console) -> None
     waited_since = None
     while True:
         for trial in fail_dead_trials(study):
-            label = trial_label(ctx.spec, trial.params, trial.user_attrs.get("factors"))
-            console.print(escape(f"trial {trial.number} [{label}] was left running by a dead "
-                                 "worker: queued again"), style="yellow")
+            console.print(escape(f"{_name(ctx, trial)} was left running by a dead worker: "
+                                 "queued again"), style="yellow")
         left = todo(study, ctx)
         if left > 0:
             waited_since = None
@@ -212,9 +211,16 @@ def run_pool(study, ctx: SweepContext, count: int, console: Console) -> None:
 
 def _death_line(ctx: SweepContext, index: int, pid: int, signum: int, lost: list) -> str:
     how = signal.Signals(signum).name if signum in signal.valid_signals() else f"signal {signum}"
-    trials = ", ".join(
-        f"trial {t.number} [{trial_label(ctx.spec, t.params, t.user_attrs.get('factors'))}]"
-        for t in lost)
+    trials = ", ".join(_name(ctx, t) for t in lost)
     return (f"worker {index} (pid {pid}) died ({how}): "
             + (f"{trials} queued again" if trials else "no trial lost")
             + "; the other workers go on")
+
+
+def _name(ctx: SweepContext, trial) -> str:
+    """"trial N [label]"; a trial killed before it set its factors shows its raw parameters."""
+    if "factors" in trial.user_attrs:
+        label = trial_label(ctx.spec, trial.params, trial.user_attrs["factors"])
+    else:
+        label = ", ".join(f"{k}={v}" for k, v in trial.params.items())
+    return f"trial {trial.number}" + (f" [{label}]" if label else "")
