@@ -568,6 +568,7 @@ def left_running_elsewhere(storage: str, source: Path, deaths: int = 0) -> None:
     study = optuna.create_study(storage=rdb, study_name=f"reconad-{source.stem}",
                                 direction="maximize")
     study.set_user_attr("reconad_digest", load_sweep(source).digest())
+    study.enqueue_trial({"model.latent": "8", "train.lr": "0.01"})
     trial = study.ask()
     trial.suggest_categorical("model.latent", ["4", "8"])
     trial.suggest_categorical("train.lr", ["0.001", "0.01"])

@@ -64,6 +64,23 @@ def lost_creation_race(exc: Exception) -> bool:
         isinstance(exc, sqlalchemy.exc.ProgrammingError) and "already exists" in str(exc))
 
 
+def _serialize_sqlite(engine) -> None:
+    """Begin every SQLite transaction with ``BEGIN IMMEDIATE``: SQLite ignores ``SELECT ... FOR
+    UPDATE``, so without it two workers can both read a queued trial as waiting and both run it
+    (the SQLAlchemy recipe for pysqlite transactions)."""
+    import sqlalchemy
+
+    def no_implicit_begin(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
+
+    def begin_immediate(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    sqlalchemy.event.listen(engine, "connect", no_implicit_begin)
+    sqlalchemy.event.listen(engine, "begin", begin_immediate)
+    engine.dispose()  # connections opened while creating the tables: reopened with the above
+
+
 def create_or_load_study(url: str, *, study_name: str, sampler: Any, direction: str,
                          on_stale_trial: Callable[[Any, Any], None]):
     """Open (creating when needed) the Optuna study ``study_name`` in the database at ``url``,
@@ -86,6 +103,8 @@ def create_or_load_study(url: str, *, study_name: str, sampler: Any, direction: 
                 heartbeat_interval=heartbeat_interval(), grace_period=grace_period(),
                 heartbeat_stale_trial_callback=on_stale_trial,
             )
+            if sqlite:
+                _serialize_sqlite(storage.engine)
             return optuna.create_study(storage=storage, study_name=study_name, sampler=sampler,
                                        direction=direction, load_if_exists=True)
         except ImportError:
