@@ -5,8 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,14 +19,17 @@ from sklearn.metrics import roc_auc_score
 
 from reconad.config import load_config
 from reconad.errors import ReconadError
-from reconad.sweep import run_sweep
-from reconad.sweep_results import score_gap, summarize
-from reconad.sweep_space import (
+from reconad.sweep import (
     base_config,
     check_space,
     load_sweep,
     one_at_a_time_variants,
+    ranked,
+    run_sweep,
+    score_gap,
+    summarize,
     sweep_preset_names,
+    trial_rows,
 )
 
 TINY = ["data.max_train=300", "data.max_test=300", "train.epochs=1", "model.hidden=[32]"]
@@ -363,19 +369,19 @@ space:
 def test_only_a_lost_table_creation_race_is_retried():
     import sqlalchemy.exc
 
-    from reconad.sweep import _lost_creation_race
+    from reconad.sweep._storage import lost_creation_race
 
     def error(kind, message):
         return kind("CREATE TYPE studydirection", {}, Exception(message))
 
     # two workers creating Optuna's tables in a fresh PostgreSQL database at once
-    assert _lost_creation_race(error(sqlalchemy.exc.ProgrammingError,
+    assert lost_creation_race(error(sqlalchemy.exc.ProgrammingError,
                                      'type "studydirection" already exists'))
-    assert _lost_creation_race(error(sqlalchemy.exc.IntegrityError, "duplicate key value"))
+    assert lost_creation_race(error(sqlalchemy.exc.IntegrityError, "duplicate key value"))
     # real failures are reported at once
-    assert not _lost_creation_race(error(sqlalchemy.exc.ProgrammingError,
+    assert not lost_creation_race(error(sqlalchemy.exc.ProgrammingError,
                                          'permission denied for schema public'))
-    assert not _lost_creation_race(error(sqlalchemy.exc.OperationalError, "connection refused"))
+    assert not lost_creation_race(error(sqlalchemy.exc.OperationalError, "connection refused"))
 
 
 def test_unreachable_storage_is_one_line_without_the_password(tmp_path):
@@ -398,3 +404,236 @@ def test_cli_lists_presets_and_reports_bad_files_in_one_line(tmp_path):
     assert out.returncode == 2
     assert out.stderr.startswith("error: sweep file") and "unknown key 'workers'" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- dead workers
+# A worker killed mid-trial (SIGKILL, out of memory) loses no trial: its trial is failed and
+# queued again, the survivors (or the next run of the same command) finish it, and every
+# configuration ends with exactly one complete result.
+
+KILLABLE = f"""
+base: holdout-4-8
+set: {json.dumps(TINY)}
+space:
+  model.latent: [4, 8, 16]
+"""
+SHORT_GRACE = {"RECONAD_SWEEP_GRACE_S": "3"}  # a dead trial without heartbeat is stale after 3 s
+
+
+def sweep_argv(source: Path, out: Path, mnist_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "reconad", "sweep", str(source), "--workers", "2",
+            "--out", str(out), "--data-dir", str(mnist_dir), *extra]
+
+
+def study_trials(storage: str, name: str) -> list:
+    """The trials of sweep ``name`` in ``storage`` ([] while the study does not exist yet)."""
+    import optuna
+
+    from reconad.sweep._storage import with_driver
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        return optuna.load_study(study_name=f"reconad-{name}",
+                                 storage=with_driver(storage)).get_trials()
+    except Exception:  # tables or study not created yet, or the database busy for a moment
+        return []
+
+
+def wait_for_running_trials(storage: str, name: str, count: int, proc, timeout=240.0) -> None:
+    """Return once ``count`` trials run at the same time (each worker is then mid-trial)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[0]
+        if sum(t.state.name == "RUNNING" for t in study_trials(storage, name)) >= count:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"never saw {count} trials running at once")
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The ``multiprocessing`` spawn children of ``parent`` (the sweep workers)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"spawn_main" in cmdline:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def check_each_configuration_once(sweep_dir: Path, storage: str, name: str,
+                                  latents: list[int]) -> None:
+    """trials.csv and the study hold one complete trial per configuration, the killed trial
+    failed; the ranking is by the dev AUROC each run directory's scores give."""
+    rows = read_rows(sweep_dir)
+    assert sorted(int(r["model.latent"]) for r in rows) == latents
+    assert {r["state"] for r in rows} == {"complete"}
+    trials = study_trials(storage, name)
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    assert sorted(json.loads(t.params["model.latent"]) for t in done) == latents
+    assert any(t.state.name == "FAIL" for t in trials)  # the killed one, superseded by a retry
+    assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
+    for row in rows:
+        with (sweep_dir / row["run_dirs"] / "scores.csv").open() as handle:
+            dev = [r for r in csv.DictReader(handle) if r["set"] == "dev"]
+        oracle = roc_auc_score([int(r["is_anomaly"]) for r in dev],
+                               [float(r["score"]) for r in dev])
+        assert float(row["dev_auroc"]) == pytest.approx(oracle, abs=1e-9)
+    top = max(rows, key=lambda r: float(r["dev_auroc"]))
+    best = json.loads((sweep_dir / "best.json").read_text())
+    assert best["trial"] == int(top["trial"])
+    assert load_config(sweep_dir / "best_config.yaml").model.latent == int(top["model.latent"])
+
+
+def kill_one_worker_mid_trial(tmp_path: Path, mnist_dir: Path, storage: str | None) -> None:
+    """``reconad sweep --workers 2`` with one worker SIGKILLed while both run a trial."""
+    source = write_sweep(tmp_path / "kill.yaml", KILLABLE)
+    out = tmp_path / "sw"
+    extra = ["--storage", storage] if storage else []
+    storage = storage or f"sqlite:///{out.resolve() / 'study.db'}"
+    proc = subprocess.Popen(sweep_argv(source, out, mnist_dir, *extra), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, **SHORT_GRACE})
+    try:
+        wait_for_running_trials(storage, "kill", 2, proc)
+        victims = worker_pids(proc.pid)
+        assert len(victims) == 2, victims
+        os.kill(victims[0], signal.SIGKILL)
+        output = proc.communicate(timeout=300)[0]
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, output  # the survivors went on; the parent did not give up
+    assert "died" in output and "queued again" in output, output  # the dead worker is reported
+    check_each_configuration_once(out, storage, "kill", [4, 8, 16])
+
+
+@pytest.mark.slow
+def test_sigkilled_worker_loses_no_trial_on_sqlite(tmp_path, mnist_dir):
+    kill_one_worker_mid_trial(tmp_path, mnist_dir, storage=None)
+
+
+@pytest.mark.slow
+def test_rerun_finishes_a_sweep_whose_every_process_was_killed(tmp_path, mnist_dir):
+    source = write_sweep(tmp_path / "kill.yaml", KILLABLE)
+    out = tmp_path / "sw"
+    storage = f"sqlite:///{out.resolve() / 'study.db'}"
+    env = {**os.environ, **SHORT_GRACE}
+    proc = subprocess.Popen(sweep_argv(source, out, mnist_dir), text=True, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        wait_for_running_trials(storage, "kill", 2, proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the command and both workers, mid-trial
+        proc.communicate(timeout=60)
+    assert sum(t.state.name == "RUNNING" for t in study_trials(storage, "kill")) == 2
+
+    again = subprocess.run(sweep_argv(source, out, mnist_dir), capture_output=True, text=True,
+                           env=env, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    check_each_configuration_once(out, storage, "kill", [4, 8, 16])
+
+
+def test_trial_of_a_worker_dead_elsewhere_is_rerun_after_the_grace_period(tmp_path,
+                                                                          monkeypatch):
+    """A trial left running by a worker on another machine that stopped beating is failed
+    once its heartbeat is older than the grace period, queued again and run here; the final
+    re-evaluation does not wait for it forever."""
+    monkeypatch.setenv("RECONAD_SWEEP_GRACE_S", "2")
+    source = write_sweep(tmp_path / "g.yaml", GRID.format(repeats=1))
+    (tmp_path / "sw").mkdir()
+    left_running_elsewhere(f"sqlite:///{(tmp_path / 'sw').resolve() / 'study.db'}", source)
+
+    fake = FakeRun()
+    started = time.monotonic()
+    result = run_sweep(source, out=tmp_path / "sw", run_fn=fake)
+    assert time.monotonic() - started < 60
+    assert result.complete and result.final_metrics is not None
+    rows = read_rows(tmp_path / "sw")
+    assert sorted((r["train.lr"], r["model.latent"]) for r in rows) == [
+        ("0.001", "4"), ("0.001", "8"), ("0.01", "4"), ("0.01", "8")]
+    assert {r["state"] for r in rows} == {"complete"} and "0" not in [r["trial"] for r in rows]
+    assert len(fake.calls) == 4 + 1
+
+
+def left_running_elsewhere(storage: str, source: Path, deaths: int = 0) -> None:
+    """A study in which a worker on another machine took lr=0.01, latent=8, beat once, and
+    died; ``deaths``: how many earlier workers died on that configuration."""
+    import optuna
+
+    rdb = optuna.storages.RDBStorage(storage)
+    study = optuna.create_study(storage=rdb, study_name=f"reconad-{source.stem}",
+                                direction="maximize")
+    study.set_user_attr("reconad_digest", load_sweep(source).digest())
+    study.enqueue_trial({"model.latent": "8", "train.lr": "0.01"})
+    trial = study.ask()
+    trial.suggest_categorical("model.latent", ["4", "8"])
+    trial.suggest_categorical("train.lr", ["0.001", "0.01"])
+    trial.set_user_attr("worker", "elsewhere:boot:4242")
+    if deaths:
+        trial.set_user_attr("deaths", deaths)
+    rdb.record_heartbeat(trial._trial_id)
+
+
+def test_configuration_that_kills_its_workers_is_failed_after_three_deaths(tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.setenv("RECONAD_SWEEP_GRACE_S", "2")
+    source = write_sweep(tmp_path / "g.yaml", GRID.format(repeats=1))
+    (tmp_path / "sw").mkdir()
+    left_running_elsewhere(f"sqlite:///{(tmp_path / 'sw').resolve() / 'study.db'}", source,
+                           deaths=2)
+    fake = FakeRun()
+    result = run_sweep(source, out=tmp_path / "sw", run_fn=fake)
+    rows = {(r["train.lr"], r["model.latent"]): r for r in read_rows(tmp_path / "sw")}
+    assert len(rows) == 4
+    assert rows["0.01", "8"]["state"] == "failed"
+    assert "worker process died 3 times" in rows["0.01", "8"]["error"]
+    assert sum(r["state"] == "complete" for r in rows.values()) == 3
+    assert len(fake.calls) == 3 + 1  # never run again; the other three, then the final run
+    assert result.complete and result.best["overrides"] == {"train.lr": 0.01, "model.latent": 4}
+
+
+def test_a_configuration_completed_twice_is_ranked_once(tmp_path):
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    spec = load_sweep(write_sweep(tmp_path / "g.yaml", GRID.format(repeats=1)))
+    study = optuna.create_study(direction="maximize")
+    for number, value in enumerate((0.7, 0.9, 0.6)):
+        latent = "4" if number < 2 else "8"  # trials 0 and 1: the same configuration
+        study.add_trial(optuna.create_trial(
+            params={"model.latent": latent, "train.lr": "0.01"},
+            distributions={"model.latent": CategoricalDistribution(["4", "8"]),
+                           "train.lr": CategoricalDistribution(["0.001", "0.01"])},
+            value=value,
+            user_attrs={"values": {"dev_auroc": [value]}, "factors": {"model.latent": int(latent),
+                        "train.lr": 0.01}, "overrides": {"model.latent": int(latent)}}))
+    rows = trial_rows(study, spec)
+    assert [r["trial"] for r in rows] == [0, 2]
+    assert [r["trial"] for r in ranked(rows, spec)] == [0, 2]
+
+
+def test_final_run_lock_of_a_dead_process_is_taken_over(tmp_path):
+    from reconad.sweep._trials import worker_id
+
+    source = write_sweep(tmp_path / "g.yaml", GRID.format(repeats=1))
+    run_sweep(source, out=tmp_path / "sw", run_fn=FakeRun())
+    # the final run was killed: its lock stayed behind, best.json was never written
+    (tmp_path / "sw/best.json").unlink()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (tmp_path / "sw/.final.lock").write_text(worker_id(gone.pid))
+    again = FakeRun()
+    result = run_sweep(source, out=tmp_path / "sw", run_fn=again)
+    assert len(again.calls) == 1 and result.final_metrics is not None
+    assert (tmp_path / "sw/best.json").is_file() and not (tmp_path / "sw/.final.lock").exists()
+
+    # a lock held by a live process is respected
+    (tmp_path / "sw/best.json").unlink()
+    (tmp_path / "sw/.final.lock").write_text(worker_id())
+    held = FakeRun()
+    assert run_sweep(source, out=tmp_path / "sw", run_fn=held).final_metrics is None
+    assert held.calls == []

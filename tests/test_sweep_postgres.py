@@ -1,4 +1,5 @@
-"""Distributed sweep: two `reconad sweep` workers share one study in a real PostgreSQL server."""
+"""Distributed sweep in a real PostgreSQL server: two `reconad sweep` commands share one study,
+and a worker SIGKILLed mid-trial loses no trial."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import require_tool
+from test_sweep import kill_one_worker_mid_trial
 
 TINY = ["data.max_train=300", "data.max_test=300", "train.epochs=1", "model.hidden=[32]"]
 
@@ -110,3 +112,8 @@ space:
             ("4", "0.001"), ("4", "0.01"), ("8", "0.001"), ("8", "0.01")]
         assert {r["state"] for r in rows} == {"complete"}
         assert sorted(r["trial"] for r in rows) == ["0", "1", "2", "3"]
+
+
+@pytest.mark.postgres
+def test_sigkilled_worker_loses_no_trial_on_postgresql(tmp_path, mnist_dir, postgres_url):
+    kill_one_worker_mid_trial(tmp_path, mnist_dir, storage=postgres_url)

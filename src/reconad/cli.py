@@ -184,7 +184,7 @@ def sweep_command(
 @app.command("sweeps")
 def sweeps_command() -> None:
     """List the sweep presets, one line each."""
-    from reconad.sweep_space import sweep_preset_description, sweep_preset_names
+    from reconad.sweep import sweep_preset_description, sweep_preset_names
 
     _list(sweep_preset_names(), sweep_preset_description)
 

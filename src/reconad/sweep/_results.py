@@ -19,7 +19,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from reconad.files import atomic_file, write_csv_atomic
-from reconad.sweep_space import BASE_LABEL, Choices, SweepSpec
+from reconad.sweep._space import BASE_LABEL
+from reconad.sweep._spec import Choices, SweepSpec
 
 METRICS = ("dev_auroc", "dev_ap", "score_gap", "val_loss")
 DIRECTIONS = {"dev_auroc": "maximize", "dev_ap": "maximize", "score_gap": "maximize",
@@ -87,14 +88,24 @@ def trial_label(spec: SweepSpec, params: dict[str, Any], factors: dict | None) -
 
 
 def trial_rows(study, spec: SweepSpec) -> list[dict[str, Any]]:
-    """One row per trial for trials.csv (skipped duplicates and retried ones left out)."""
+    """One row per trial for trials.csv (skipped duplicates and retried ones left out).
+
+    A configuration counts once: should a retry and the trial it replaced both complete (a
+    worker thought dead came back), only the earlier trial is kept.
+    """
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}
+    done: set[str] = set()
     rows = []
     for t in trials:
         state = {"COMPLETE": "complete", "FAIL": "failed", "RUNNING": "running"}.get(t.state.name)
         if state is None or (state == "failed" and t.number in retried):
             continue
+        if state == "complete":
+            identity = _identity(t, trials, spec)
+            if identity in done:
+                continue
+            done.add(identity)
         if state == "failed" and "error" not in t.user_attrs:
             state = "interrupted"
         values = t.user_attrs.get("values") or {}
@@ -115,6 +126,17 @@ def trial_rows(study, spec: SweepSpec) -> list[dict[str, Any]]:
                    overrides=json.dumps(t.user_attrs.get("overrides", {})))
         rows.append(row)
     return rows
+
+
+def _identity(trial, trials: list, spec: SweepSpec) -> str:
+    """What makes two trials the same configuration: its parameters (grid, one-at-a-time), or
+    the trial a chain of retries started from (random, TPE: equal draws are distinct trials)."""
+    if spec.mode in ("grid", "one-at-a-time"):
+        return json.dumps(trial.params, sort_keys=True)
+    number = trial.number
+    while trials[number].user_attrs.get("retry_of") is not None:
+        number = trials[number].user_attrs["retry_of"]
+    return str(number)
 
 
 def ranked(rows: list[dict[str, Any]], spec: SweepSpec, metric: str | None = None) -> list[dict]:
@@ -166,7 +188,9 @@ def print_ranking(rows: list[dict[str, Any]], spec: SweepSpec, console: Console,
                              f"{': ' + row['error'] if row['error'] else ''}"))
 
 
-# --------------------------------------------------------------------------- plots
+# --------------------------------------------------------------------------- charts
+# The sweep's only plotting code: the ranking bar charts and the one-at-a-time factor plots.
+# To be switched onto reconad.report's shared chart style when that lands (merge time).
 
 
 def plot_sweep(rows: list[dict[str, Any]], spec: SweepSpec, sweep_dir: Path,
