@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from reconad.files import atomic_file, write_csv_atomic
+from reconad.files import write_csv_atomic
 from reconad.sweep._space import BASE_LABEL
 from reconad.sweep._spec import Choices, SweepSpec
 
@@ -189,8 +189,8 @@ def print_ranking(rows: list[dict[str, Any]], spec: SweepSpec, console: Console,
 
 
 # --------------------------------------------------------------------------- charts
-# The sweep's only plotting code: the ranking bar charts and the one-at-a-time factor plots.
-# To be switched onto reconad.report's shared chart style when that lands (merge time).
+# The sweep's only plotting code: the ranking bar charts and the one-at-a-time factor plots,
+# drawn in reconad.report's house style (the same figure() and colours as every run chart).
 
 
 def plot_sweep(rows: list[dict[str, Any]], spec: SweepSpec, sweep_dir: Path,
@@ -211,14 +211,8 @@ def plot_sweep(rows: list[dict[str, Any]], spec: SweepSpec, sweep_dir: Path,
     return written
 
 
-def _save_png(fig, path: Path) -> Path:
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    return path
-
-
 def _ranking_chart(order: list[dict], spec: SweepSpec, metric: str, path: Path) -> Path:
-    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+    from reconad.report import NORMAL_COLOR, figure
 
     key = "mean" if metric == spec.objective else metric
     values = [r[key] for r in order][::-1]  # best at the top
@@ -226,20 +220,20 @@ def _ranking_chart(order: list[dict], spec: SweepSpec, metric: str, path: Path) 
     errors = [0.0 if r.get("ci95_high") is None or key != "mean"
               else r["ci95_high"] - r["mean"] for r in order][::-1]
     labels = [f"#{r['trial']} {r['label']}"[:60] for r in order][::-1]
-    fig = Figure(figsize=(9, 1.5 + 0.28 * len(order)), layout="constrained")
-    ax = fig.add_subplot()
-    ax.barh(range(len(values)), values, xerr=errors if any(errors) else None, color="tab:blue")
-    ax.set_yticks(range(len(values)), labels, fontsize=7)
-    ax.set_xlabel(f"{metric} (development set){', mean ± 95% CI' if any(errors) else ''}")
-    low, high = min(values), max(values)
-    pad = (high - low) * 0.1 or abs(high) * 0.05 or 1.0
-    ax.set_xlim(low - pad if DIRECTIONS[metric] == "maximize" or low < 0 else 0, high + pad)
-    ax.set_title(f"{spec.name}: configurations ranked by {metric}")
-    return _save_png(fig, path)
+    with figure(path, figsize=(9, 1.5 + 0.28 * len(order))) as (_fig, ax):
+        ax.barh(range(len(values)), values, xerr=errors if any(errors) else None,
+                color=NORMAL_COLOR)
+        ax.set_yticks(range(len(values)), labels, fontsize=7)
+        ax.set_xlabel(f"{metric} (development set){', mean ± 95% CI' if any(errors) else ''}")
+        low, high = min(values), max(values)
+        pad = (high - low) * 0.1 or abs(high) * 0.05 or 1.0
+        ax.set_xlim(low - pad if DIRECTIONS[metric] == "maximize" or low < 0 else 0, high + pad)
+        ax.set_title(f"{spec.name}: configurations ranked by {metric}")
+    return path
 
 
 def _factor_plot(points: list[dict], spec: SweepSpec, factor: str, path: Path) -> Path:
-    from matplotlib.figure import Figure
+    from reconad.report import ANOMALY_COLOR, NORMAL_COLOR, figure
 
     def order(row: dict) -> tuple:
         value = row[factor]
@@ -249,17 +243,17 @@ def _factor_plot(points: list[dict], spec: SweepSpec, factor: str, path: Path) -
     points = sorted(points, key=order)
     means = [r["mean"] for r in points]
     errors = [0.0 if r["ci95_high"] is None else r["ci95_high"] - r["mean"] for r in points]
-    fig = Figure(figsize=(6, 4), layout="constrained")
-    ax = fig.add_subplot()
-    ax.errorbar(range(len(points)), means, yerr=errors if any(errors) else None, marker="o",
-                capsize=3)
-    for i, row in enumerate(points):
-        if row["label"] == BASE_LABEL:
-            ax.plot([i], [row["mean"]], "o", color="tab:red", markersize=9, zorder=5,
-                    label="base configuration")
-    ax.set_xticks(range(len(points)), [_format_value(r[factor]) for r in points], fontsize=8)
-    ax.set_xlabel(factor)
-    ax.set_ylabel(f"{spec.objective} (development set)")
-    ax.set_title(f"{spec.name}: {factor}, other factors at the base")
-    ax.legend(loc="best", fontsize=8)
-    return _save_png(fig, path)
+    with figure(path, figsize=(6, 4)) as (_fig, ax):
+        ax.errorbar(range(len(points)), means, yerr=errors if any(errors) else None,
+                    marker="o", capsize=3, color=NORMAL_COLOR)
+        for i, row in enumerate(points):
+            if row["label"] == BASE_LABEL:
+                ax.plot([i], [row["mean"]], "o", color=ANOMALY_COLOR, markersize=9, zorder=5,
+                        label="base configuration")
+        ax.set_xticks(range(len(points)), [_format_value(r[factor]) for r in points],
+                      fontsize=8)
+        ax.set_xlabel(factor)
+        ax.set_ylabel(f"{spec.objective} (development set)")
+        ax.set_title(f"{spec.name}: {factor}, other factors at the base")
+        ax.legend(loc="best", fontsize=8)
+    return path
