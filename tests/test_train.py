@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -154,3 +156,29 @@ def test_trimmed_drops_exactly_the_highest_losses():
     model = torch.nn.Identity()
     assert train_module.trimmed(model, x, loss_fn, 0.4).tolist() == [0, 1, 3]
     assert train_module.trimmed(model, x, loss_fn, 0.0).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_trim_steps_the_optimizer_once_per_kept_batch(data, monkeypatch):
+    """Regression: the epoch loop ran over len(x), not the shorter trimmed pool, so the last
+    batches of every epoch were empty and still stepped the optimizer."""
+    train_x, val_x = data  # 300 training images
+    steps = []
+    real_make = train_module.make_optimizer
+
+    def counting_optimizer(model, cfg):
+        optimizer = real_make(model, cfg)
+        real_step = optimizer.step
+
+        def step(*args, **kwargs):
+            steps.append(1)
+            return real_step(*args, **kwargs)
+
+        optimizer.step = step
+        return optimizer
+
+    monkeypatch.setattr(train_module, "make_optimizer", counting_optimizer)
+    batch, epochs, trim = 32, 2, 0.2
+    fit_model(_model(), train_x, val_x, LossConfig(),
+              TrainConfig(epochs=epochs, batch_size=batch, trim=trim), seed=0, progress=False)
+    kept = len(train_x) - int(round(trim * len(train_x)))  # 240
+    assert len(steps) == epochs * math.ceil(kept / batch)  # 2 * 8, not 2 * 10

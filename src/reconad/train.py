@@ -126,7 +126,7 @@ def _train_epoch(model, x, y, loss_fn, class_weight: float, optimizer, cfg: Trai
     if pool is not None:
         order = pool[order]
     total, seen = 0.0, 0
-    for start in range(0, len(x), cfg.batch_size):
+    for start in range(0, len(order), cfg.batch_size):  # the pool may be shorter than x
         batch = order[start : start + cfg.batch_size]
         target = x[batch]  # (B, C, H, W)
         if cfg.augment_rotation or cfg.augment_zoom or cfg.augment_shift:
