@@ -129,12 +129,14 @@ class Detector:
 
     # ------------------------------------------------------------------ fitting
 
-    def fit(self, X: Any, X_val: Any | None = None, y: Any | None = None) -> Detector:
+    def fit(self, X: Any, X_val: Any | None = None, y: Any | None = None,
+            checkpoint: str | Path | None = None) -> Detector:
         """Train on normal images ``X``; set ``threshold_`` to a quantile of validation scores.
 
         Returns self. ``X_val`` (normal images) drives early stopping; without it a seeded
         ``val_fraction`` of ``X`` is held out. ``y`` (N,) are the normal images' own class
-        labels, needed only by a model with ``class_head``.
+        labels, needed only by a model with ``class_head``. ``checkpoint``: a file rewritten
+        after every epoch; an existing one resumes training (see :func:`fit_model`).
         """
         model_cfg = _section(self.model, ModelConfig, "model")
         loss_cfg = _section(self.loss, LossConfig, "loss")
@@ -158,7 +160,7 @@ class Detector:
         torch.manual_seed(self.seed)  # weight initialisation
         network = build_model(model_cfg, tuple(x.shape[1:]), len(classes))
         self.history_: History = fit_model(
-            network, x, xv, loss_cfg, train_cfg, self.seed, self.progress, y_idx)
+            network, x, xv, loss_cfg, train_cfg, self.seed, self.progress, y_idx, checkpoint)
         self.model_ = network
         self.input_shape_ = tuple(int(s) for s in x.shape[1:])
         self.config_ = {"model": model_cfg.model_dump(mode="json"),

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +21,13 @@ from reconad.config import Config, config_to_yaml
 from reconad.data import load_dataset
 from reconad.detector import Detector
 from reconad.errors import ReconadError
-from reconad.files import atomic_directory, check_writable, write_json_atomic
+from reconad.files import (
+    atomic_directory,
+    check_writable,
+    partial_dir_name,
+    write_json_atomic,
+    write_text_atomic,
+)
 from reconad.metrics import evaluate_set, group_stats
 from reconad.rundir import write_history, write_scores
 from reconad.scenarios import EvalSet, Splits, make_splits
@@ -28,6 +35,7 @@ from reconad.thresholds import compute_thresholds
 
 SAMPLES_PER_GROUP = 8
 GALLERY_SIZE = 16
+CHECKPOINT = "checkpoint.pt"  # in the run's partial folder while training; never in the run
 
 
 @dataclass
@@ -54,6 +62,7 @@ def run(
     overwrite: bool = False,
     console: Console | None = None,
     report: bool = True,
+    resume: bool = False,
 ) -> RunResult:
     """Run the experiment ``config`` describes and write its run directory.
 
@@ -65,13 +74,52 @@ def run(
         overwrite: replace an existing non-empty ``out_dir``.
         console: where to print (default: stderr).
         report: also write the HTML report (sweeps skip it: seconds per trial).
+        resume: continue the training of an earlier run of ``out_dir`` that was killed,
+            from its last finished epoch; the run ends with the same metrics as an
+            uninterrupted one. Needs the same config; without a checkpoint it starts afresh.
+
+    While the run is built, ``.NAME.lock`` beside ``out_dir`` makes a second run of the same
+    ``out_dir`` fail at once, and ``.NAME.partial`` holds the files and the per-epoch
+    training checkpoint until the finished run is renamed to ``out_dir``.
     """
     started = time.perf_counter()
     console = console or Console(stderr=True, quiet=not progress)
     out = Path(out_dir) if out_dir is not None else default_run_dir(config)
-    if write:
-        check_writable(out, overwrite)  # fail before training, not after
+    if resume and not write:
+        raise ReconadError("resume needs a run directory to write; drop resume or write=False")
+    with ExitStack() as stack:
+        tmp = None
+        if write:
+            check_writable(out, overwrite)  # fail before training, not after
+            _check_resumable(out, config, resume, console)
+            tmp = stack.enter_context(atomic_directory(out, overwrite=overwrite, resume=resume))
+            write_text_atomic(tmp / "config.yaml", config_to_yaml(config))
+        return _run_in(config, out, tmp, progress, console, report, started)
 
+
+def _check_resumable(out: Path, config: Config, resume: bool, console: Console) -> None:
+    """With ``resume``, the interrupted run must have had the same config; without it, say
+    that an interrupted run's checkpoint is being discarded."""
+    partial = partial_dir_name(out)
+    if not resume:
+        if (partial / CHECKPOINT).is_file():
+            console.print(f"[yellow]discarding the unfinished run in {partial} (pass --resume "
+                          "to continue it)[/]")
+        return
+    saved = partial / "config.yaml"
+    if not (partial / CHECKPOINT).is_file():
+        console.print(f"[yellow]nothing to resume for {out} (no checkpoint in {partial}); "
+                      "training from the first epoch[/]")
+        return
+    if saved.is_file() and saved.read_text() != config_to_yaml(config):
+        raise ReconadError(f"cannot resume {out}: its config differs from the interrupted "
+                           f"run's ({saved}); give the same preset and --set options, or drop "
+                           "--resume to start afresh")
+
+
+def _run_in(config: Config, out: Path, tmp: Path | None, progress: bool, console: Console,
+            report: bool, started: float) -> RunResult:
+    """The run itself; ``tmp`` is the locked partial folder to fill (None: write nothing)."""
     dataset = load_dataset(config.data, config.seed)
     splits = make_splits(dataset, config.scenario, config.seed)
     sizes = splits.sizes()
@@ -87,7 +135,10 @@ def run(
     detector = Detector(
         model=config.model, loss=config.loss, train=config.train, score=config.score,
         quantile=config.threshold.quantile, seed=config.seed, progress=progress,
-    ).fit(splits.train, splits.val, y=splits.train_labels if config.model.class_head else None)
+    ).fit(splits.train, splits.val, y=splits.train_labels if config.model.class_head else None,
+          checkpoint=None if tmp is None else tmp / CHECKPOINT)
+    if detector.history_.resumed_after:
+        console.print(f"resumed after epoch {detector.history_.resumed_after} from the checkpoint")
     detector.preprocessing_ = {
         "resize": list(config.data.resize) if config.data.resize else None,
         "grayscale": config.data.grayscale,
@@ -120,9 +171,9 @@ def run(
         metrics[name] = evaluate_set(scores[name], eval_set.is_anomaly, eval_set.group, usable)
 
     run_dir = None
-    if write:
-        with atomic_directory(out, overwrite=overwrite) as tmp:
-            _write_run(tmp, config, detector, splits, scores, metrics, sizes, started, report)
+    if tmp is not None:
+        _write_run(tmp, config, detector, splits, scores, metrics, sizes, started, report)
+        (tmp / CHECKPOINT).unlink(missing_ok=True)
         run_dir = out
     else:
         metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
