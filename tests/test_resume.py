@@ -16,9 +16,9 @@ import time
 
 import pytest
 import torch
+from tolerances import assert_close
 
 from reconad.files import lock_name, partial_dir_name
-from tolerances import assert_close
 
 # Many short epochs on a small MNIST subset: the kill lands between two of them.
 EPOCHS = 25

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from tolerances import assert_close
 
 import reconad.train as train_module
 from reconad.config import LossConfig, ModelConfig, TrainConfig
@@ -14,7 +15,6 @@ from reconad.errors import ReconadError
 from reconad.losses import loss_from_config
 from reconad.models import build_model
 from reconad.train import fit_model, mean_loss
-from tolerances import assert_close
 
 SHAPE = (1, 16, 16)
 
