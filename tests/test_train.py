@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from tolerances import assert_close
+from tolerances import approx, assert_close
 
 import reconad.train as train_module
 from reconad.config import LossConfig, ModelConfig, TrainConfig
@@ -53,7 +53,7 @@ def test_early_stopping_restores_the_best_weights(data):
     history = fit_model(model, train_x, val_x, LossConfig(), cfg, seed=0, progress=False)
     assert history.stopped_early and len(history.rows) == 3 and history.best_epoch == 1
     # The weights in the model are epoch 1's, not epoch 3's.
-    assert _val_loss(model, val_x) == pytest.approx(history.rows[0]["val_loss"], rel=1e-5)
+    assert _val_loss(model, val_x) == approx(history.rows[0]["val_loss"])
     assert history.rows[2]["val_loss"] != pytest.approx(history.rows[0]["val_loss"], rel=1e-3)
 
 
@@ -74,7 +74,7 @@ def test_ctrl_c_keeps_the_best_model_so_far(data, monkeypatch):
                         TrainConfig(epochs=10, batch_size=32, lr=3e-3), seed=0, progress=False)
     assert history.interrupted and len(history.rows) == 2
     best = min(history.rows, key=lambda r: r["val_loss"])
-    assert _val_loss(model, val_x) == pytest.approx(best["val_loss"], rel=1e-5)
+    assert _val_loss(model, val_x) == approx(best["val_loss"])
 
 
 def test_fixed_seed_gives_identical_numbers(data):

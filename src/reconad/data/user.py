@@ -239,17 +239,28 @@ def _load_arrays(path: Path, classes: Sequence[str] | None) -> UserImages:
     """``.npy`` (images) or ``.npz`` (x/images, y/labels, x_test, y_test)."""
     try:
         loaded = np.load(path, allow_pickle=False)
+        single = isinstance(loaded, np.ndarray)  # .npy (told by its content, not its name)
+        if single:
+            arrays = {"x": loaded}
+        else:
+            with loaded:  # an .npz reads (and can fail on) each member here
+                arrays = {key: loaded[key] for key in loaded.files}
     except ValueError as exc:
+        if "pickle" not in str(exc):
+            raise ReconadError(f"{path} is a damaged NumPy file ({_first_line(exc)}); save it "
+                               "again") from None
         raise ReconadError(
-            f"{path} cannot be loaded without pickle ({exc}); save plain numeric arrays with "
-            "np.savez"
+            f"{path} cannot be loaded without pickle ({_first_line(exc)}); save plain numeric "
+            "arrays with np.savez"
         ) from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ReconadError(f"{path} is not a readable NumPy file ({exc}); save it again") from None
-    if isinstance(loaded, np.ndarray):  # .npy
-        return UserImages(to_unit_float(to_nchw(loaded, str(path)), str(path)), None)
-    with loaded:
-        arrays = {key: loaded[key] for key in loaded.files}
+        raise ReconadError(f"{path} is not a readable NumPy file ({_first_line(exc)}); save it "
+                           "again") from None
+    except Exception as exc:  # zlib, zipfile and NumPy's header parser raise many more types
+        raise ReconadError(f"{path} is a damaged NumPy file ({type(exc).__name__}); save it "
+                           "again") from None
+    if single:
+        return UserImages(to_unit_float(to_nchw(arrays["x"], str(path)), str(path)), None)
     x_key = next((k for k in ("x", "images") if k in arrays), None)
     if x_key is None:
         raise ReconadError(
@@ -266,6 +277,11 @@ def _load_arrays(path: Path, classes: Sequence[str] | None) -> UserImages:
     y_test_key = "y_test" if "y_test" in arrays else None
     x_test, y_test, test_names = _images_and_labels(path, arrays, "x_test", y_test_key, names)
     return UserImages(x, y, test_names or names, x_test, y_test)
+
+
+def _first_line(exc: Exception) -> str:
+    """An exception's message on one line (NumPy's can span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _images_and_labels(
