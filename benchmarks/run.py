@@ -19,6 +19,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import fuzz
 import peers
 import quality
 import speed
@@ -34,6 +35,7 @@ BENCHMARKS = {
     "contamination": quality.contamination,
     "speed": speed.speed,
     "peers": peers.peers,
+    "fuzz": fuzz.fuzz,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -1,9 +1,19 @@
 """The estimator users fit, score with, save and load (the scikit-learn contract).
 
->>> det = Detector(model={"kind": "conv"}, train={"epochs": 5}).fit(normal_images)
->>> det.score_samples(new_images)   # higher = more anomalous
->>> det.predict(new_images)         # 1 = anomaly (score > threshold_), 0 = normal
->>> det.save("detector.safetensors"); Detector.load("detector.safetensors").predict(new_images)
+>>> import tempfile
+>>> rng = np.random.default_rng(0)
+>>> normal_images = rng.uniform(0, 0.2, (64, 1, 8, 8)).astype(np.float32)  # (N, C, H, W)
+>>> det = Detector(model={"kind": "dense", "hidden": [16], "latent": 4},
+...                train={"epochs": 10, "batch_size": 16, "lr": 0.01}).fit(normal_images)
+>>> new_images = np.concatenate([rng.uniform(0, 0.2, (2, 1, 8, 8)),
+...                              rng.uniform(0.8, 1, (2, 1, 8, 8))]).astype(np.float32)
+>>> det.anomaly_score(new_images).shape   # (N,), higher = more anomalous
+(4,)
+>>> det.flag(new_images)                  # 1 = anomaly (score > threshold_), 0 = normal
+array([0, 0, 1, 1])
+>>> path = det.save(f"{tempfile.mkdtemp()}/detector.safetensors")
+>>> Detector.load(path).flag(new_images).tolist()
+[0, 0, 1, 1]
 
 Saved detectors are one safetensors file: the weights (plus the training codes a
 ``latent_knn`` score measures against) and a JSON header holding the architecture,

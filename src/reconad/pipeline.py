@@ -1,8 +1,11 @@
 """One run: config → data → splits → fitted detector → scores, thresholds, metrics → run dir.
 
+Needs MNIST and about 100 s, so the example is not run by the doctests (tests/test_pipeline.py
+runs it on a subset):
+
 >>> from reconad.config import load_config
->>> result = run(load_config("default"), out_dir="runs/first")
->>> result.metrics["eval"]["auroc"]
+>>> result = run(load_config("default"), out_dir="runs/first")  # doctest: +SKIP
+>>> result.metrics["eval"]["auroc"]  # doctest: +SKIP
 """
 
 from __future__ import annotations

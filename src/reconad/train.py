@@ -1,8 +1,13 @@
 """The training loop: in-memory tensors, early stopping on the normal validation loss.
 
->>> history = fit_model(model, train_x, val_x, LossConfig(), TrainConfig(epochs=2), seed=0)
->>> history.best_epoch
-2
+>>> from reconad.models import build_model
+>>> from reconad.config import ModelConfig
+>>> x = np.random.default_rng(0).uniform(0, 1, (64, 1, 8, 8)).astype(np.float32)  # (N, C, H, W)
+>>> model = build_model(ModelConfig(kind="dense", hidden=[16], latent=4), (1, 8, 8))
+>>> history = fit_model(model, x[:48], x[48:], LossConfig(),
+...                     TrainConfig(epochs=2, batch_size=16), seed=0, progress=False)
+>>> len(history.rows), history.best_epoch in (1, 2)
+(2, True)
 """
 
 from __future__ import annotations

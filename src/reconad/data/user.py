@@ -4,8 +4,10 @@ Whatever the input, the output is float32 ``(N, C, H, W)`` in [0, 1] with C = 1 
 int64 labels ``(N,)`` or None. Pixel values are never silently rescaled: uint8 is divided by
 255, other integers must lie in 0..255, floats must already lie in [0, 1].
 
->>> x, y = load_images("digits/")  # doctest: +SKIP  (digits/0/*.png, digits/1/*.png, ...)
->>> x.shape, x.dtype, y[:3]
+A folder ``digits/`` with ``digits/0/*.png``, ``digits/1/*.png``, ... (not shipped):
+
+>>> x, y = load_images("digits/")  # doctest: +SKIP
+>>> x.shape, x.dtype, y[:3]  # doctest: +SKIP
 ((120, 1, 28, 28), dtype('float32'), array([0, 0, 0]))
 """
 
