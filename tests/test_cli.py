@@ -93,6 +93,7 @@ def test_presets_lists_every_preset_with_a_line():
     (["run", "default", "--set", "train.epochs=-1"], r"invalid value for train.epochs"),
     (["run", "default", "--set", "scenario.val_fraction=2"], r"scenario.val_fraction"),
     (["run", "default", "--set", "data.max_train"], r"section.key=value"),
+    (["run", "default", "--resume"], r"--resume needs --out"),
 ])
 def test_config_errors_are_one_line(args, pattern):
     assert_one_line_error(reconad(*args), pattern)

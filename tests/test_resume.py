@@ -99,6 +99,24 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(mnist_dir, tmp_path,
         assert_close([float(r[key]) for r in resumed], [float(r[key]) for r in whole], what=key)
 
 
+@pytest.mark.slow
+def test_ctrl_c_still_writes_the_run_with_the_best_model(mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    checkpoint = partial_dir_name(out) / "checkpoint.pt"
+    process = subprocess.Popen(_command(mnist_dir, out), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    training = json.loads((out / "metrics.json").read_text())["training"]
+    assert training["interrupted"] and 1 <= training["epochs_run"] < EPOCHS
+    assert not (out / "checkpoint.pt").exists() and not partial_dir_name(out).exists()
+    assert not lock_name(out).exists()
+
+
 def test_resume_with_another_config_is_refused_and_keeps_the_checkpoint(mnist_dir, tmp_path):
     out = tmp_path / "run"
     partial = partial_dir_name(out)
