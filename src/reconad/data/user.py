@@ -342,7 +342,8 @@ def _load_csv(path: Path, label_column: str, classes: Sequence[str] | None) -> U
     if label_at is not None:
         raw = _loadtxt(path, [label_at], str)[:, 0]
         labels, names = encode_labels(raw, f"column {label_column!r} of {path}", classes)
-    if np.all(pixels == np.round(pixels)):  # written as whole numbers: 0..255 grey levels
+    # Written as whole numbers: 0..255 grey levels (huge ones stay floats: int64 would wrap).
+    if np.all(pixels == np.round(pixels)) and np.all(np.abs(pixels) <= 2**53):
         pixels = pixels.astype(np.int64)
     x = to_unit_float(pixels, str(path)).reshape(len(pixels), 1, side, side)
     return UserImages(x, labels, names)
