@@ -87,9 +87,9 @@ def run(
     """
     started = time.perf_counter()
     console = console or Console(stderr=True, quiet=not progress)
+    if resume and (out_dir is None or not write):
+        raise ReconadError("resume needs the out_dir of the run to continue (and write=True)")
     out = Path(out_dir) if out_dir is not None else default_run_dir(config)
-    if resume and not write:
-        raise ReconadError("resume needs a run directory to write; drop resume or write=False")
     with ExitStack() as stack:
         tmp = None
         if write:
