@@ -26,7 +26,7 @@ if not __package__:  # `python benchmarks/run.py`: import this folder as the pac
 
 from reconad.errors import ReconadError  # noqa: E402
 
-from . import peers, quality, speed  # noqa: E402
+from . import fuzz, peers, quality, speed  # noqa: E402
 from .common import Context, machine, write_results  # noqa: E402
 
 BENCHMARKS = {
@@ -37,6 +37,7 @@ BENCHMARKS = {
     "contamination": quality.contamination,
     "speed": speed.speed,
     "peers": peers.peers,
+    "fuzz": fuzz.fuzz,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import Phase, settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,3 +46,15 @@ def require_tool(available: bool, reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI=true: .ci/run must install it)")
     pytest.skip(reason)
+
+
+# Hypothesis: examples per property from $HYPOTHESIS_PROFILE (dev by default; CI sets ci).
+# derandomize: the same examples every run, so a CI failure reproduces; benchmarks/fuzz.py
+# draws fresh random ones. No shrinking: with files on disk it can take minutes, and the
+# unshrunk failing input is reported all the same.
+_PHASES = [Phase.explicit, Phase.reuse, Phase.generate]
+settings.register_profile("dev", max_examples=30, deadline=None, derandomize=True,
+                          phases=_PHASES)
+settings.register_profile("ci", max_examples=300, deadline=None, derandomize=True,
+                          phases=_PHASES)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))

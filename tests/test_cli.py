@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+from tolerances import assert_close
 
 from reconad.config import preset_names
 
@@ -65,7 +66,7 @@ def test_score_writes_a_flag_per_image(cli_run, tmp_path):
 
     det = Detector.load(out / "detector.safetensors")
     expected = det.anomaly_score(images)
-    np.testing.assert_allclose([float(r["score"]) for r in rows], expected, rtol=1e-6)
+    assert_close([float(r["score"]) for r in rows], expected, what="CSV scores")
     assert [int(r["flag"]) for r in rows] == list((expected > det.threshold_).astype(int))
     assert "of 7 images flagged" in result.stderr
 
@@ -93,6 +94,7 @@ def test_presets_lists_every_preset_with_a_line():
     (["run", "default", "--set", "train.epochs=-1"], r"invalid value for train.epochs"),
     (["run", "default", "--set", "scenario.val_fraction=2"], r"scenario.val_fraction"),
     (["run", "default", "--set", "data.max_train"], r"section.key=value"),
+    (["run", "default", "--resume"], r"--resume needs --out"),
 ])
 def test_config_errors_are_one_line(args, pattern):
     assert_one_line_error(reconad(*args), pattern)

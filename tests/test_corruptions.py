@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.ndimage import gaussian_filter
+from tolerances import assert_close
 
 from reconad.corruptions import KINDS, corrupt
 from reconad.errors import ReconadError
@@ -68,7 +69,7 @@ def test_patch_is_one_square_of_the_requested_side_filled_with_one_minus_mean():
         assert rows.max() - rows.min() == 4 and cols.max() - cols.min() == 4
         assert mask.sum() == 25  # the values (~0.9) never equal the originals (<= 0.2)
         fill = 1 - orig.mean(axis=(1, 2))  # (C,)
-        np.testing.assert_allclose(img[:, mask], np.repeat(fill[:, None], 25, 1), atol=1e-6)
+        assert_close(img[:, mask], np.repeat(fill[:, None], 25, 1), what="patch fill")
         tops.append(rows.min())
     assert min(tops) == 0 and max(tops) == 15  # every position 0..H-side is reachable
 
@@ -106,7 +107,7 @@ def test_a_numpy_generator_also_drives_a_tensor():
     x = np.full((2, 1, 8, 8), 0.5, dtype=np.float32)
     from_array = corrupt(x, "gaussian", 0.1, np.random.default_rng(3))
     from_tensor = corrupt(torch.from_numpy(x), "gaussian", 0.1, np.random.default_rng(3))
-    np.testing.assert_allclose(from_tensor.numpy(), from_array)
+    assert_close(from_tensor.numpy(), from_array, what="tensor vs array")
 
 
 def test_level_zero_returns_an_unchanged_copy():

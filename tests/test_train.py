@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
+from tolerances import approx, assert_close
 
 import reconad.train as train_module
 from reconad.config import LossConfig, ModelConfig, TrainConfig
+from reconad.errors import ReconadError
 from reconad.losses import loss_from_config
 from reconad.models import build_model
 from reconad.train import fit_model, mean_loss
@@ -49,7 +53,7 @@ def test_early_stopping_restores_the_best_weights(data):
     history = fit_model(model, train_x, val_x, LossConfig(), cfg, seed=0, progress=False)
     assert history.stopped_early and len(history.rows) == 3 and history.best_epoch == 1
     # The weights in the model are epoch 1's, not epoch 3's.
-    assert _val_loss(model, val_x) == pytest.approx(history.rows[0]["val_loss"], rel=1e-5)
+    assert _val_loss(model, val_x) == approx(history.rows[0]["val_loss"])
     assert history.rows[2]["val_loss"] != pytest.approx(history.rows[0]["val_loss"], rel=1e-3)
 
 
@@ -70,7 +74,7 @@ def test_ctrl_c_keeps_the_best_model_so_far(data, monkeypatch):
                         TrainConfig(epochs=10, batch_size=32, lr=3e-3), seed=0, progress=False)
     assert history.interrupted and len(history.rows) == 2
     best = min(history.rows, key=lambda r: r["val_loss"])
-    assert _val_loss(model, val_x) == pytest.approx(best["val_loss"], rel=1e-5)
+    assert _val_loss(model, val_x) == approx(best["val_loss"])
 
 
 def test_fixed_seed_gives_identical_numbers(data):
@@ -154,3 +158,79 @@ def test_trimmed_drops_exactly_the_highest_losses():
     model = torch.nn.Identity()
     assert train_module.trimmed(model, x, loss_fn, 0.4).tolist() == [0, 1, 3]
     assert train_module.trimmed(model, x, loss_fn, 0.0).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_trim_steps_the_optimizer_once_per_kept_batch(data, monkeypatch):
+    """Regression: the epoch loop ran over len(x), not the shorter trimmed pool, so the last
+    batches of every epoch were empty and still stepped the optimizer."""
+    train_x, val_x = data  # 300 training images
+    steps = []
+    real_make = train_module.make_optimizer
+
+    def counting_optimizer(model, cfg):
+        optimizer = real_make(model, cfg)
+        real_step = optimizer.step
+
+        def step(*args, **kwargs):
+            steps.append(1)
+            return real_step(*args, **kwargs)
+
+        optimizer.step = step
+        return optimizer
+
+    monkeypatch.setattr(train_module, "make_optimizer", counting_optimizer)
+    batch, epochs, trim = 32, 2, 0.2
+    fit_model(_model(), train_x, val_x, LossConfig(),
+              TrainConfig(epochs=epochs, batch_size=batch, trim=trim), seed=0, progress=False)
+    kept = len(train_x) - int(round(trim * len(train_x)))  # 240
+    assert len(steps) == epochs * math.ceil(kept / batch)  # 2 * 8, not 2 * 10
+
+
+class _Killed(Exception):
+    """Stands in for kill -9 in-process: leaves fit_model without any clean-up."""
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "plateau"])
+def test_resuming_from_the_checkpoint_ends_like_an_uninterrupted_run(data, tmp_path,
+                                                                     monkeypatch, schedule):
+    train_x, val_x = data
+    cfg = TrainConfig(epochs=4, batch_size=64, lr=3e-3, schedule=schedule, denoise="gaussian",
+                      augment_shift=0.1, trim=0.1, patience=3)
+    whole_model = _model()
+    whole = fit_model(whole_model, train_x, val_x, LossConfig(), cfg, seed=3, progress=False)
+
+    ckpt = tmp_path / "checkpoint.pt"
+    real_epoch, calls = train_module._train_epoch, {"n": 0}
+
+    def killed_in_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise _Killed
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_train_epoch", killed_in_third)
+    with pytest.raises(_Killed):
+        fit_model(_model(), train_x, val_x, LossConfig(), cfg, seed=3, progress=False,
+                  checkpoint=ckpt)
+    monkeypatch.setattr(train_module, "_train_epoch", real_epoch)
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 2
+
+    resumed_model = _model(seed=99)  # other initial weights: all must come from the checkpoint
+    resumed = fit_model(resumed_model, train_x, val_x, LossConfig(), cfg, seed=3,
+                        progress=False, checkpoint=ckpt)
+    assert resumed.resumed_after == 2
+    assert [r["epoch"] for r in resumed.rows] == [1, 2, 3, 4]
+    for key in ("train_loss", "val_loss", "lr"):
+        assert_close([r[key] for r in resumed.rows], [r[key] for r in whole.rows], what=key)
+    assert resumed.best_epoch == whole.best_epoch
+    for a, b in zip(resumed_model.parameters(), whole_model.parameters(), strict=True):
+        assert_close(a.detach(), b.detach(), what="weights")
+
+
+def test_a_damaged_checkpoint_is_a_one_line_error(data, tmp_path):
+    train_x, val_x = data
+    ckpt = tmp_path / "checkpoint.pt"
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(ReconadError, match="cannot read the training checkpoint"):
+        fit_model(_model(), train_x, val_x, LossConfig(), TrainConfig(epochs=1), seed=0,
+                  progress=False, checkpoint=ckpt)

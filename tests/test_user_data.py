@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+from tolerances import assert_close
 
 from reconad.config import DataConfig
 from reconad.data import load_dataset, split_indices
@@ -37,8 +38,8 @@ def test_channels_last_and_channels_first_give_the_same_images(tmp_path):
     last, _ = load_images(tmp_path / "last.npz")
     first, labels = load_images(tmp_path / "first.npy")
     assert last.shape == (4, 3, 5, 6) and labels is None
-    assert last[2, 1, 3, 4] == np.float32(nhwc[2, 3, 4, 1] / 255)
-    np.testing.assert_allclose(first, last, atol=1e-7)
+    assert_close(last[2, 1, 3, 4], nhwc[2, 3, 4, 1] / 255, what="NHWC pixel")
+    assert_close(first, last, what="float64 .npy vs uint8 .npz")
 
 
 def test_other_integers_in_range_and_text_labels(tmp_path):
@@ -95,7 +96,7 @@ def test_prepare_grayscale_and_resize():
     rgb = np.random.default_rng(1).uniform(size=(2, 3, 8, 6)).astype(np.float32)
     grey = prepare(rgb, grayscale=True)
     expected = 0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2]
-    np.testing.assert_allclose(grey[:, 0], expected, rtol=1e-6)
+    assert_close(grey[:, 0], expected, what="luma")
     constant = np.full((1, 1, 9, 9), 0.25, np.float32)
     small = prepare(constant, resize=(4, 5))
     assert small.shape == (1, 1, 4, 5) and np.allclose(small, 0.25)
@@ -120,8 +121,8 @@ def test_labelled_folder_sorted_class_names(tmp_path):
     data = load_user(tmp_path / "imgs")
     assert data.class_names == ("ant", "zebra") and data.y.tolist() == [0, 0, 1]
     assert data.x.shape == (3, 1, 6, 5)
-    np.testing.assert_array_equal(data.x[0, 0] * 255, imgs[("ant", "a.png")])  # sorted order
-    np.testing.assert_array_equal(data.x[2, 0] * 255, imgs[("zebra", "a.png")])
+    assert_close(data.x[0, 0] * 255, imgs[("ant", "a.png")], what="ant")  # sorted order
+    assert_close(data.x[2, 0] * 255, imgs[("zebra", "a.png")], what="zebra")
 
 
 def test_unlabelled_rgb_folder_and_grayscale(tmp_path):
@@ -132,7 +133,7 @@ def test_unlabelled_rgb_folder_and_grayscale(tmp_path):
     (tmp_path / "f" / ".DS_Store").write_bytes(b"\0\1")  # hidden files are skipped
     x, y = load_images(tmp_path / "f")
     assert y is None and x.shape == (3, 3, 5, 4)
-    np.testing.assert_array_equal(x[0] * 255, colour.transpose(2, 0, 1))
+    assert_close(x[0] * 255, colour.transpose(2, 0, 1), what="colour PNG")
     assert np.array_equal(x[1, 0], x[1, 2])
     grey, _ = load_images(tmp_path / "f", grayscale=True)
     pil_grey = np.asarray(Image.fromarray(colour).convert("L"), np.float32) / 255
@@ -179,7 +180,7 @@ def test_csv_label_and_square_pixels(tmp_path):
     write_csv(tmp_path / "m.csv", ["label"] + [f"p{i}" for i in range(9)], rows)
     x, y = load_images(tmp_path / "m.csv")
     assert x.shape == (3, 1, 3, 3) and y.tolist() == [7, 0, 7]
-    np.testing.assert_array_equal(x.reshape(3, 9) * 255, pixels)
+    assert_close(x.reshape(3, 9) * 255, pixels, what="CSV pixels")
 
 
 def test_csv_label_column_anywhere_with_names(tmp_path):

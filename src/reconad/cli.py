@@ -37,6 +37,8 @@ def run_command(
     data_dir: DataDirOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue a killed run of --out from its last "
+                                              "finished epoch (same config).")] = False,
 ) -> None:
     """Train, score, threshold and evaluate; write a run directory and print a summary."""
     from reconad.config import load_config
@@ -47,7 +49,9 @@ def run_command(
     if data_dir is not None:
         items.append(f"data.data_dir={data_dir}")
     config = load_config(source, items)
-    result = run(config, out, progress=not quiet, overwrite=overwrite)
+    if resume and out is None:
+        raise ReconadError("--resume needs --out: the run directory to continue")
+    result = run(config, out, progress=not quiet, overwrite=overwrite, resume=resume)
     print_summary(result.metrics)
     typer.echo(f"run written to {result.run_dir}")
 

@@ -269,7 +269,7 @@ def preset_description(name: str) -> str:
 
 def _read_preset(name: str) -> dict[str, Any]:
     path = resources.files("reconad") / "presets" / f"{name}.yaml"
-    if not path.is_file():
+    if name not in preset_names():  # not path.is_file(): a name may hold "/", NUL or 5000 chars
         raise ReconadError(
             f"unknown preset {name!r}; choose one of: {', '.join(preset_names())} "
             "(or give a path to a YAML config file)"
@@ -279,9 +279,11 @@ def _read_preset(name: str) -> dict[str, Any]:
 
 def _read_yaml_file(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ReconadError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ReconadError(f"config file {path} is not UTF-8 text; save it as UTF-8 YAML") from None
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         where = f" at line {line + 1}" if line is not None else ""
@@ -293,14 +295,17 @@ def _read_yaml_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def raw_config(source: str | Path) -> dict[str, Any]:
+def raw_config(source: str | Path, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     """The unvalidated mapping of a preset name or a YAML file (``description`` dropped).
 
-    A YAML file may name a preset to start from with ``base: PRESET``.
+    A YAML file may name a preset (or another file) to start from with ``base: PRESET``.
     """
+    if str(source) in _seen:
+        raise ReconadError(f"config {source} is its own base (via {' -> '.join(_seen)}); "
+                           "remove the loop of base: keys")
     path = Path(source)
-    if str(source).endswith((".yaml", ".yml")) or path.is_file():
-        if not path.is_file():
+    if str(source).endswith((".yaml", ".yml")) or _is_file(path):
+        if not _is_file(path):
             raise ReconadError(f"config file {path} does not exist; check the path")
         data = _read_yaml_file(path)
     else:
@@ -309,8 +314,16 @@ def raw_config(source: str | Path) -> dict[str, Any]:
     data.pop("description", None)
     base = data.pop("base", None)
     if base is not None:
-        data = _deep_merge(raw_config(str(base)), data)
+        data = _deep_merge(raw_config(str(base), (*_seen, str(source))), data)
     return data
+
+
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a file; False for names no file can have (too long, NUL bytes)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

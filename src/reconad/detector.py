@@ -1,9 +1,19 @@
 """The estimator users fit, score with, save and load (the scikit-learn contract).
 
->>> det = Detector(model={"kind": "conv"}, train={"epochs": 5}).fit(normal_images)
->>> det.anomaly_score(new_images)   # (N,), higher = more anomalous
->>> det.flag(new_images)            # 1 = anomaly (anomaly score > threshold_), 0 = normal
->>> det.save("detector.safetensors"); Detector.load("detector.safetensors").flag(new_images)
+>>> import tempfile
+>>> rng = np.random.default_rng(0)
+>>> normal_images = rng.uniform(0, 0.2, (64, 1, 8, 8)).astype(np.float32)  # (N, C, H, W)
+>>> det = Detector(model={"kind": "dense", "hidden": [16], "latent": 4},
+...                train={"epochs": 10, "batch_size": 16, "lr": 0.01}).fit(normal_images)
+>>> new_images = np.concatenate([rng.uniform(0, 0.2, (2, 1, 8, 8)),
+...                              rng.uniform(0.8, 1, (2, 1, 8, 8))]).astype(np.float32)
+>>> det.anomaly_score(new_images).shape   # (N,), higher = more anomalous
+(4,)
+>>> det.flag(new_images)                  # 1 = anomaly (score > threshold_), 0 = normal
+array([0, 0, 1, 1])
+>>> path = det.save(f"{tempfile.mkdtemp()}/detector.safetensors")
+>>> Detector.load(path).flag(new_images).tolist()
+[0, 0, 1, 1]
 
 scikit-learn's own names keep scikit-learn's signs (as in ``IsolationForest``):
 ``score_samples`` is the *negated* anomaly score (lower = more abnormal),
@@ -108,7 +118,8 @@ class Detector(OutlierMixin, BaseEstimator):
     # ------------------------------------------------------------------ fitting
 
     def fit(self, X: Any, y: Any | None = None, *, X_val: Any | None = None,
-            preprocessing: dict | None = None) -> Detector:
+            preprocessing: dict | None = None,
+            checkpoint: str | Path | None = None) -> Detector:
         """Train on normal images ``X``; set ``threshold_`` to a quantile of validation scores.
 
         Args:
@@ -120,6 +131,8 @@ class Detector(OutlierMixin, BaseEstimator):
             preprocessing: how the images were prepared from raw ones,
                 ``{"resize": None or [h, w], "grayscale": bool}``; kept so ``reconad score``
                 prepares new images alike (default: none).
+            checkpoint: a file rewritten after every epoch; an existing one resumes
+                training (see :func:`reconad.train.fit_model`).
 
         Returns:
             self.
@@ -149,7 +162,7 @@ class Detector(OutlierMixin, BaseEstimator):
         network = build_model(model_cfg, tuple(x.shape[1:]), len(classes))
         scorer.check_model(network)  # before training, not after
         self.history_: History | None = fit_model(
-            network, x, xv, loss_cfg, train_cfg, self.seed, self.progress, y_idx)
+            network, x, xv, loss_cfg, train_cfg, self.seed, self.progress, y_idx, checkpoint)
         self.model_ = network
         self.input_shape_ = tuple(int(s) for s in x.shape[1:])
         self.config_ = {"model": model_cfg.model_dump(mode="json"),

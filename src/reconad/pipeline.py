@@ -1,13 +1,17 @@
 """One run: config → data → splits → fitted detector → scores, thresholds, metrics → run dir.
 
+Needs MNIST and about 100 s, so the example is not run by the doctests (tests/test_pipeline.py
+runs it on a subset):
+
 >>> from reconad.config import load_config
->>> result = run(load_config("default"), out_dir="runs/first")
->>> result.metrics["eval"]["auroc"]
+>>> result = run(load_config("default"), out_dir="runs/first")  # doctest: +SKIP
+>>> result.metrics["eval"]["auroc"]  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +24,13 @@ from reconad.config import Config, config_to_yaml
 from reconad.data import load_dataset
 from reconad.detector import Detector
 from reconad.errors import ReconadError
-from reconad.files import atomic_directory, check_writable, write_json_atomic
+from reconad.files import (
+    atomic_directory,
+    check_writable,
+    partial_dir_name,
+    write_json_atomic,
+    write_text_atomic,
+)
 from reconad.metrics import group_stats
 from reconad.rundir import write_history, write_scores
 from reconad.scenarios import EvalSet, Splits, make_splits
@@ -28,6 +38,7 @@ from reconad.thresholds import evaluate_sets
 
 SAMPLES_PER_GROUP = 8
 GALLERY_SIZE = 16
+CHECKPOINT = "checkpoint.pt"  # in the run's partial folder while training; never in the run
 
 
 @dataclass
@@ -54,6 +65,7 @@ def run(
     overwrite: bool = False,
     console: Console | None = None,
     report: bool = True,
+    resume: bool = False,
 ) -> RunResult:
     """Run the experiment ``config`` describes and write its run directory.
 
@@ -65,13 +77,52 @@ def run(
         overwrite: replace an existing non-empty ``out_dir``.
         console: where to print (default: stderr).
         report: also write the HTML report (sweeps skip it: seconds per trial).
+        resume: continue the training of an earlier run of ``out_dir`` that was killed,
+            from its last finished epoch; the run ends with the same metrics as an
+            uninterrupted one. Needs the same config; without a checkpoint it starts afresh.
+
+    While the run is built, ``.NAME.lock`` beside ``out_dir`` makes a second run of the same
+    ``out_dir`` fail at once, and ``.NAME.partial`` holds the files and the per-epoch
+    training checkpoint until the finished run is renamed to ``out_dir``.
     """
     started = time.perf_counter()
     console = console or Console(stderr=True, quiet=not progress)
+    if resume and (out_dir is None or not write):
+        raise ReconadError("resume needs the out_dir of the run to continue (and write=True)")
     out = Path(out_dir) if out_dir is not None else default_run_dir(config)
-    if write:
-        check_writable(out, overwrite)  # fail before training, not after
+    with ExitStack() as stack:
+        tmp = None
+        if write:
+            check_writable(out, overwrite)  # fail before training, not after
+            _check_resumable(out, config, resume, console)
+            tmp = stack.enter_context(atomic_directory(out, overwrite=overwrite, resume=resume))
+            write_text_atomic(tmp / "config.yaml", config_to_yaml(config))
+        return _run_in(config, out, tmp, progress, console, report, started)
 
+
+def _check_resumable(out: Path, config: Config, resume: bool, console: Console) -> None:
+    """With ``resume``, the interrupted run must have had the same config; without it, say
+    that an interrupted run's checkpoint is being discarded."""
+    partial = partial_dir_name(out)
+    if not resume:
+        if (partial / CHECKPOINT).is_file():
+            console.print(f"[yellow]discarding the unfinished run in {partial} (pass --resume "
+                          "to continue it)[/]")
+        return
+    saved = partial / "config.yaml"
+    if not (partial / CHECKPOINT).is_file():
+        console.print(f"[yellow]nothing to resume for {out} (no checkpoint in {partial}); "
+                      "training from the first epoch[/]")
+        return
+    if saved.is_file() and saved.read_text() != config_to_yaml(config):
+        raise ReconadError(f"cannot resume {out}: its config differs from the interrupted "
+                           f"run's ({saved}); give the same preset and --set options, or drop "
+                           "--resume to start afresh")
+
+
+def _run_in(config: Config, out: Path, tmp: Path | None, progress: bool, console: Console,
+            report: bool, started: float) -> RunResult:
+    """The run itself; ``tmp`` is the locked partial folder to fill (None: write nothing)."""
     dataset = load_dataset(config.data, config.seed)
     splits = make_splits(dataset, config.scenario, config.seed)
     sizes = splits.sizes()
@@ -90,7 +141,10 @@ def run(
     ).fit(splits.train, y=splits.train_labels if config.model.class_head else None,
           X_val=splits.val, preprocessing={
               "resize": list(config.data.resize) if config.data.resize else None,
-              "grayscale": config.data.grayscale})
+              "grayscale": config.data.grayscale},
+          checkpoint=None if tmp is None else tmp / CHECKPOINT)
+    if detector.history_.resumed_after:
+        console.print(f"resumed after epoch {detector.history_.resumed_after} from the checkpoint")
     if detector.history_.interrupted:
         console.print("[yellow]training interrupted: keeping the best model so far[/]")
 
@@ -115,9 +169,9 @@ def run(
     metrics.update(set_metrics)  # one entry per evaluated set, thresholds chosen on dev
 
     run_dir = None
-    if write:
-        with atomic_directory(out, overwrite=overwrite) as tmp:
-            _write_run(tmp, config, detector, splits, scores, metrics, sizes, started, report)
+    if tmp is not None:
+        _write_run(tmp, config, detector, splits, scores, metrics, sizes, started, report)
+        (tmp / CHECKPOINT).unlink(missing_ok=True)
         run_dir = out
     else:
         metrics["wall_seconds"] = round(time.perf_counter() - started, 3)

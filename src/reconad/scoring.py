@@ -1,7 +1,13 @@
 """From a trained autoencoder to per-image anomaly scores (higher = more anomalous).
 
->>> scores = score_images(model, images, "mse")   # (N,) float64
->>> maps = error_maps(model, images, "mse")       # (N, H, W) float32
+>>> from reconad.config import ModelConfig
+>>> from reconad.models import build_model
+>>> model = build_model(ModelConfig(kind="dense", hidden=[16], latent=4), (1, 8, 8))
+>>> images = np.random.default_rng(0).uniform(0, 1, (5, 1, 8, 8)).astype(np.float32)
+>>> score_images(model, images, "mse").shape   # (N,) float64
+(5,)
+>>> error_maps(model, images, "mse").shape     # (N, H, W) float32
+(5, 8, 8)
 
 With ``complexity="tv"`` the reconstruction error is divided by the image's total variation
 (:func:`total_variation`). Reconstruction errors sit on stroke edges, so a detailed image (a

@@ -1,16 +1,23 @@
 """The training loop: in-memory tensors, early stopping on the normal validation loss.
 
->>> history = fit_model(model, train_x, val_x, LossConfig(), TrainConfig(epochs=2), seed=0)
->>> history.best_epoch
-2
+>>> from reconad.models import build_model
+>>> from reconad.config import ModelConfig
+>>> x = np.random.default_rng(0).uniform(0, 1, (64, 1, 8, 8)).astype(np.float32)  # (N, C, H, W)
+>>> model = build_model(ModelConfig(kind="dense", hidden=[16], latent=4), (1, 8, 8))
+>>> history = fit_model(model, x[:48], x[48:], LossConfig(),
+...                     TrainConfig(epochs=2, batch_size=16), seed=0, progress=False)
+>>> len(history.rows), history.best_epoch in (1, 2)
+(2, True)
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +28,7 @@ from reconad.augment import augment_batch
 from reconad.config import LossConfig, TrainConfig
 from reconad.corruptions import corrupt
 from reconad.errors import ReconadError
+from reconad.files import atomic_file
 from reconad.losses import loss_from_config
 
 EVAL_BATCH = 2048  # images per forward pass when only evaluating (no activations kept)
@@ -36,6 +44,7 @@ class History:
     stopped_early: bool = False
     interrupted: bool = False
     seconds: float = 0.0
+    resumed_after: int = 0  # the checkpoint's last finished epoch when resumed (else 0)
 
     def summary(self) -> dict:
         """The ``training`` block of metrics.json."""
@@ -123,7 +132,7 @@ def _train_epoch(model, x, y, loss_fn, class_weight: float, optimizer, cfg: Trai
     if pool is not None:
         order = pool[order]
     total, seen = 0.0, 0
-    for start in range(0, len(x), cfg.batch_size):
+    for start in range(0, len(order), cfg.batch_size):  # the pool may be shorter than x
         batch = order[start : start + cfg.batch_size]
         target = x[batch]  # (B, C, H, W)
         if cfg.augment_rotation or cfg.augment_zoom or cfg.augment_shift:
@@ -165,6 +174,7 @@ def fit_model(
     seed: int,
     progress: bool = True,
     train_y: np.ndarray | None = None,
+    checkpoint: str | Path | None = None,
 ) -> History:
     """Train ``model`` in place on ``train_x`` (N, C, H, W) to reconstruct its input.
 
@@ -176,6 +186,11 @@ def fit_model(
     Early stopping watches the mean validation loss of ``val_x`` (normal images only: no anomaly
     labels are needed) and restores the best weights at the end. Ctrl-C stops training and keeps
     the best model so far (``History.interrupted``). Fixed seeds give identical numbers run to run.
+
+    ``checkpoint`` names a file rewritten after every epoch with everything the next epoch
+    depends on (weights, optimizer, scheduler, every random state, early-stopping state,
+    history). When it exists at the start, training continues after its last epoch and ends
+    exactly as an uninterrupted run with the same seed would.
     """
     set_threads(train_cfg.threads)
     torch.manual_seed(seed)
@@ -192,12 +207,27 @@ def fit_model(
 
     history = History()
     best_state = copy.deepcopy(model.state_dict())
-    best, bad_epochs = float("inf"), 0
+    best, bad_epochs, first_epoch, seconds_before = float("inf"), 0, 1, 0.0
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = load_checkpoint(checkpoint)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        _set_random_states(state["random"], generator)
+        best_state, best, bad_epochs = state["best_model"], state["best"], state["bad_epochs"]
+        history.rows, history.best_epoch = state["history"], state["best_epoch"]
+        history.best_val_loss, history.stopped_early = state["best_val_loss"], state["stopped"]
+        history.resumed_after = state["epoch"]
+        first_epoch = state["epoch"] + 1
+        seconds_before = state["seconds"]
     started = time.perf_counter()
     bar = _ProgressBar(progress, train_cfg.epochs)
     try:
         with bar:
-            for epoch in range(1, train_cfg.epochs + 1):
+            for epoch in range(first_epoch, train_cfg.epochs + 1):
+                if history.stopped_early:  # the checkpoint was written by the stopping epoch
+                    break
                 epoch_start = time.perf_counter()
                 pool = (trimmed(model, x, loss_fn, train_cfg.trim) if train_cfg.trim > 0
                         else None)
@@ -226,13 +256,60 @@ def fit_model(
                     scheduler.step()
                 if train_cfg.patience is not None and bad_epochs >= train_cfg.patience:
                     history.stopped_early = True
+                if checkpoint is not None:
+                    save_checkpoint(checkpoint, {
+                        "epoch": epoch, "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": None if scheduler is None else scheduler.state_dict(),
+                        "random": _random_states(generator), "best_model": best_state,
+                        "best": best, "bad_epochs": bad_epochs, "history": history.rows,
+                        "best_epoch": history.best_epoch, "best_val_loss": history.best_val_loss,
+                        "stopped": history.stopped_early,
+                        "seconds": seconds_before + time.perf_counter() - started,
+                    })
+                if history.stopped_early:
                     break
     except KeyboardInterrupt:
         history.interrupted = True
     model.load_state_dict(best_state)
     model.eval()
-    history.seconds = time.perf_counter() - started
+    history.seconds = seconds_before + time.perf_counter() - started
     return history
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Write a training checkpoint (a plain dict of tensors, numbers, lists) atomically."""
+    with atomic_file(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint` (no code is unpickled)."""
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise ReconadError(f"cannot read the training checkpoint {path} ({type(exc).__name__}); "
+                           "delete it to train from the start") from None
+
+
+def _random_states(generator: torch.Generator) -> dict:
+    """Every random state training draws from: torch's global one (dropout), the batching
+    and augmentation ``generator``, numpy's and Python's (as tensors and plain numbers)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(), "generator": generator.get_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "python": random.getstate(),
+    }
+
+
+def _set_random_states(states: dict, generator: torch.Generator) -> None:
+    torch.set_rng_state(states["torch"])
+    generator.set_state(states["generator"])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
 
 
 class _ProgressBar:

@@ -6,7 +6,7 @@ part and names the file and the fix when something is wrong, so a truncated down
 turns into a confusing NumPy error later.
 
 >>> images = read_idx("train-images-idx3-ubyte.gz")  # doctest: +SKIP
->>> images.shape, images.dtype
+>>> images.shape, images.dtype  # doctest: +SKIP
 ((60000, 28, 28), dtype('uint8'))
 """
 

@@ -7,7 +7,7 @@ In each of these folders D the four files may lie in ``D/<name>/`` or directly i
 another dataset's files (or a corrupt copy) are never read under the wrong name.
 
 >>> ds = load_named("mnist", data_dir="../shared/data")  # doctest: +SKIP
->>> ds.train_x.shape, ds.test_y[:3]
+>>> ds.train_x.shape, ds.test_y[:3]  # doctest: +SKIP
 ((60000, 1, 28, 28), array([7, 2, 1]))
 """
 

@@ -5,8 +5,10 @@ int64 labels ``(N,)`` or None. Pixel values follow :func:`reconad.images.as_imag
 the detector applies too: integers are 0..255 grey levels divided by 255, floats must already
 lie in [0, 1].
 
->>> x, y = load_images("digits/")  # doctest: +SKIP  (digits/0/*.png, digits/1/*.png, ...)
->>> x.shape, x.dtype, y[:3]
+A folder ``digits/`` with ``digits/0/*.png``, ``digits/1/*.png``, ... (not shipped):
+
+>>> x, y = load_images("digits/")  # doctest: +SKIP
+>>> x.shape, x.dtype, y[:3]  # doctest: +SKIP
 ((120, 1, 28, 28), dtype('float32'), array([0, 0, 0]))
 """
 
@@ -257,12 +259,19 @@ def _open_arrays(path: Path, mmap: bool = False) -> np.ndarray | dict[str, np.nd
         with loaded:
             return {key: loaded[key] for key in loaded.files}
     except ValueError as exc:
+        if "pickle" not in str(exc):
+            raise ReconadError(f"{path} is a damaged NumPy file ({_first_line(exc)}); save it "
+                               "again") from None
         raise ReconadError(
-            f"{path} cannot be loaded without pickle ({exc}); save plain numeric arrays with "
-            "np.savez"
+            f"{path} cannot be loaded without pickle ({_first_line(exc)}); save plain numeric "
+            "arrays with np.savez"
         ) from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ReconadError(f"{path} is not a readable NumPy file ({exc}); save it again") from None
+        raise ReconadError(f"{path} is not a readable NumPy file ({_first_line(exc)}); save it "
+                           "again") from None
+    except Exception as exc:  # zlib, zipfile and NumPy's header parser raise many more types
+        raise ReconadError(f"{path} is a damaged NumPy file ({type(exc).__name__}); save it "
+                           "again") from None
 
 
 def _image_keys(path: Path, arrays: dict[str, np.ndarray]) -> tuple[str, str | None]:
@@ -275,6 +284,11 @@ def _image_keys(path: Path, arrays: dict[str, np.ndarray]) -> tuple[str, str | N
             "'y_test')"
         )
     return x_key, next((k for k in ("y", "labels") if k in arrays), None)
+
+
+def _first_line(exc: Exception) -> str:
+    """An exception's message on one line (NumPy's can span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _images_and_labels(
@@ -341,7 +355,8 @@ def _load_csv(path: Path, label_column: str, classes: Sequence[str] | None) -> U
     if label_at is not None:
         raw = _loadtxt(path, [label_at], str)[:, 0]
         labels, names = encode_labels(raw, f"column {label_column!r} of {path}", classes)
-    if np.all(pixels == np.round(pixels)):  # written as whole numbers: 0..255 grey levels
+    # Written as whole numbers: 0..255 grey levels (huge ones stay floats: int64 would wrap).
+    if np.all(pixels == np.round(pixels)) and np.all(np.abs(pixels) <= 2**53):
         pixels = pixels.astype(np.int64)
     x = as_images(pixels.reshape(len(pixels), side, side), str(path))  # (N, 1, H, W)
     return UserImages(x, labels, names)
