@@ -31,6 +31,16 @@ test patches were never used to choose anything). Every run reports the test met
     python benchmarks/defects_ae.py --validate --set map=ssim --set epochs=20   # explore
 
 Writes ``DIR/defects-ae.json`` (default ``benchmarks/results``).
+
+Measured (``results/defects-ae.json``: full sizes, seeds 0-2, test split; the three textures
+run as three parallel ``--threads 1`` processes merged with ``--merge``, on 2 cores shared
+with other jobs, load ~10): image AUROC / pixel AUROC / PRO = brick 0.945 / 0.983 / 0.956,
+grass 0.856 / 0.840 / 0.772, gravel 0.867 / 0.846 / 0.782, mean 0.889 / 0.890 / 0.837
+(kNN-on-pixels baseline 0.69 / 0.82 / 0.68). Scratches and blots are found (AUROC 0.92-1.0);
+``missing`` (0.75-0.78) and, on grass and gravel, ``color`` (0.74-0.82) are not: a blurry
+texture reconstruction looks like a flat mean-colour square, and a fully convolutional AE
+reproduces a local brightness change. About 2.5 min training + 4 min scoring per texture and
+seed under that load (scoring then ran the model once per map kind; it now runs it once).
 """
 
 from __future__ import annotations
@@ -152,21 +162,21 @@ MAP_COMPONENTS = {"ssim": ["ssim"], "abs": ["absolute"], "sq": ["squared"],
 
 def unsmoothed_maps(model: torch.nn.Module, images: torch.Tensor, crop: int, stride: int,
                     kinds: list[str]) -> dict[str, torch.Tensor]:
-    """Component maps ``{kind: (N, H, W)}``, per crop and tiled over the images."""
-    out = {}
-    for kind in kinds:
-        window = min(11, crop - (1 - crop % 2))
+    """Component maps ``{kind: (N, H, W)}``, computed per crop (one reconstruction each) and
+    averaged over the overlapping crops that cover each pixel."""
+    window = min(11, crop - (1 - crop % 2))
 
-        def tile_map(tiles: torch.Tensor, kind: str = kind, window: int = window) -> torch.Tensor:
-            return anomaly_map(tiles, model(tiles), kind, ssim_window=window)  # (n, p, p)
+    def tile_maps(tiles: torch.Tensor) -> torch.Tensor:
+        x_hat = model(tiles)
+        return torch.stack([anomaly_map(tiles, x_hat, kind, ssim_window=window)
+                            for kind in kinds], dim=1)  # (n, K, p, p)
 
-        with torch.no_grad():
-            if crop < images.shape[-1]:
-                out[kind] = sliding_window(tile_map, images, crop, stride, batch_size=256)
-            else:
-                out[kind] = torch.cat([tile_map(images[i:i + 256])
-                                       for i in range(0, len(images), 256)])
-    return out
+    with torch.no_grad():
+        if crop < images.shape[-1]:
+            maps = sliding_window(tile_maps, images, crop, stride, batch_size=256)
+        else:
+            maps = torch.cat([tile_maps(images[i:i + 256]) for i in range(0, len(images), 256)])
+    return {kind: maps[:, k] for k, kind in enumerate(kinds)}  # each (N, H, W)
 
 
 def raw_maps(model: torch.nn.Module, images: torch.Tensor, recipe: dict) -> dict[str, torch.Tensor]:
