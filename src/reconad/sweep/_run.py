@@ -47,8 +47,10 @@ def run_sweep(
         console: where to print progress and the ranked table.
 
     Example:
-        >>> result = run_sweep("one-at-a-time-dense", quick=True)
-        >>> result.best["overrides"]
+        Minutes of training, so not run by the doctests:
+
+        >>> result = run_sweep("one-at-a-time-dense", quick=True)  # doctest: +SKIP
+        >>> result.best["overrides"]  # doctest: +SKIP
     """
     console = console or Console()
     if workers < 1:
