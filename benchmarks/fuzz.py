@@ -1,6 +1,6 @@
 """Fuzz every input parser with 10,000 random inputs each and count what escaped.
 
-    python benchmarks/run.py fuzz [--quick]      (or: python benchmarks/fuzz.py [--quick])
+    python benchmarks/run.py fuzz [--quick]
 
 The targets and the property (a correct result or a one-line ReconadError, nothing else) are
 those of tests/test_fuzz.py, from tests/fuzz_targets.py; CI runs a few hundred examples per
@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from common import Context
+from .common import Context
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -71,8 +71,3 @@ def fuzz(ctx: Context) -> tuple[dict, list[dict]]:
                 "escaped_by_parser": {r["parser"]: r["escaped"] for r in rows}}
     return headline, rows
 
-
-if __name__ == "__main__":
-    import run
-
-    sys.exit(run.main(["fuzz", *sys.argv[1:]]))
