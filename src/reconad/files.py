@@ -101,6 +101,9 @@ def directory_lock(final: str | Path) -> Iterator[None]:
     import fcntl  # POSIX only; kept local so that `import reconad` works everywhere
 
     lock = lock_name(Path(final))
+    # Folders made here for the lock are removed again if nothing else was put in them, so a
+    # run that fails before writing anything leaves no trace (not even an empty runs/).
+    made = [d for d in (lock.parent, *lock.parent.parents) if not d.exists()]
     lock.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
@@ -128,6 +131,11 @@ def directory_lock(final: str | Path) -> Iterator[None]:
     finally:
         lock.unlink(missing_ok=True)
         os.close(fd)
+        for folder in made:  # innermost first
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (the finished run is there) or already gone
+                break
 
 
 def _lock_holder(lock: Path) -> str:

@@ -1,8 +1,15 @@
 """A score's settings and fitted state in one object: what a detector scores images with.
 
+>>> from reconad.config import ModelConfig
+>>> from reconad.models import build_model
+>>> rng = np.random.default_rng(0)
+>>> train_x, val_x = (rng.uniform(0, 1, (n, 1, 8, 8)).astype(np.float32) for n in (40, 10))
+>>> model = build_model(ModelConfig(hidden=[16], latent=4), (1, 8, 8))
 >>> scorer = Scorer(ScoreConfig(parts=["recon", "latent_knn"])).fit(model, train_x, val_x)
->>> scorer.score(model, images)       # (N,) float64, higher = more anomalous
->>> scorer.parts(model, images)       # {"recon": (N,), "latent_knn": (N,)}, raw
+>>> scorer.score(model, val_x).shape    # (N,) float64, higher = more anomalous
+(10,)
+>>> sorted(scorer.parts(model, val_x))  # each part raw, (N,) each
+['latent_knn', 'recon']
 
 The fitted state is the bank of training codes ``latent_knn`` measures against (a seeded
 sample of at most ``knn_bank`` codes) and, for a score of several parts, the
