@@ -21,10 +21,13 @@ import torch
 
 from reconad.config import ScoreConfig
 from reconad.errors import ReconadError
+from reconad.maps import MapNormalizer, reduce_map
 from reconad.models import Autoencoder
-from reconad.scoring import Calibration, latent_codes, score_parts
+from reconad.scoring import Calibration, latent_codes, map_images, score_parts
 
 BANK_KEY = "reconad.knn_bank"  # the latent_knn training codes, beside the model weights
+# score.standardize: per-pixel-position mean and std of the normal validation maps, (H, W).
+MAP_MEAN_KEY, MAP_STD_KEY = "reconad.map_mean", "reconad.map_std"
 
 
 class Scorer:
@@ -37,10 +40,12 @@ class Scorer:
     """
 
     def __init__(self, config: ScoreConfig, bank: torch.Tensor | None = None,
-                 calibration: Calibration | None = None) -> None:
+                 calibration: Calibration | None = None,
+                 normalizer: MapNormalizer | None = None) -> None:
         self.config = config
         self.bank = bank
         self.calibration = calibration
+        self.normalizer = normalizer
 
     @property
     def calibrated(self) -> bool:
@@ -68,11 +73,33 @@ class Scorer:
         self.calibration = None
         if self.calibrated:
             self.calibration = Calibration.fit(self.parts(model, val_images))
+        self.normalizer = None
+        if self.config.map != "none" and self.config.standardize:
+            self.normalizer = MapNormalizer().fit(self._raw_maps(model, val_images))
         return self
+
+    def _raw_maps(self, model: Autoencoder, x: np.ndarray) -> torch.Tensor:
+        cfg = self.config
+        kind = cfg.map if cfg.map != "none" else f"loss:{cfg.kind}"
+        return map_images(model, x, kind, cfg.ssim_window, cfg.smooth_sigma)
+
+    def maps(self, model: Autoencoder, x: np.ndarray) -> np.ndarray:
+        """Anomaly maps of ``x`` (N, C, H, W): (N, H, W) float32, higher = more anomalous.
+
+        ``score.map`` smoothed by ``score.smooth_sigma`` and standardised per position when
+        ``score.standardize``; with ``score.map=none`` the per-pixel ``score.kind`` error.
+        """
+        maps = self._raw_maps(model, x)
+        if self.normalizer is not None:
+            maps = self.normalizer.transform(maps)
+        return maps.numpy()
 
     def parts(self, model: Autoencoder, x: np.ndarray) -> dict[str, np.ndarray]:
         """Each part's raw score of ``x`` (N, C, H, W): ``{part: (N,) float64}``."""
         cfg = self.config
+        if cfg.map != "none":  # the config allows no other part beside a map
+            maps = torch.from_numpy(self.maps(model, x))
+            return {"recon": reduce_map(maps, cfg.reduction, cfg.topk).double().numpy()}
         return score_parts(model, x, cfg.parts, cfg.kind, self.bank, cfg.knn_k, cfg.complexity)
 
     def score(self, model: Autoencoder, x: np.ndarray) -> np.ndarray:
@@ -91,14 +118,21 @@ class Scorer:
                 "calibration": None if cal is None else {"mean": cal.mean, "std": cal.std}}
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """The tensors to save beside the weights: the kNN bank, if any."""
-        return {} if self.bank is None else {BANK_KEY: self.bank.contiguous()}
+        """The tensors to save beside the weights: the kNN bank and the map standardisation,
+        if any."""
+        out = {} if self.bank is None else {BANK_KEY: self.bank.contiguous()}
+        if self.normalizer is not None:
+            state = self.normalizer.state_dict()
+            out.update({MAP_MEAN_KEY: state["mean"], MAP_STD_KEY: state["std"]})
+        return out
 
     @classmethod
     def from_header(cls, config: ScoreConfig, calibration: Any, tensors: dict[str, torch.Tensor],
-                    model: Autoencoder) -> Scorer:
+                    model: Autoencoder, image_shape: tuple[int, int, int] | None = None
+                    ) -> Scorer:
         """A scorer from a detector file's ``score`` config, ``calibration`` entry and its
-        tensors (the bank is taken out of ``tensors``), checked against ``model``.
+        tensors (the bank and map statistics are taken out of ``tensors``), checked against
+        ``model`` and the scored images' ``image_shape`` (default: the model's input).
 
         Raises:
             ReconadError: one line naming the inconsistent entry (the caller adds the file).
@@ -122,7 +156,30 @@ class Scorer:
             raise ReconadError("it holds a latent_knn bank but its score has no latent_knn part")
         if scorer.calibrated:
             scorer.calibration = _calibration(calibration, config.parts)
+        scorer.normalizer = _normalizer(tensors, config, image_shape or model.input_shape)
         return scorer
+
+
+def _normalizer(tensors: dict[str, torch.Tensor], config: ScoreConfig,
+                image_shape: tuple[int, ...]) -> MapNormalizer | None:
+    """The map standardisation taken out of ``tensors``: float32 (H, W) finite means and
+    positive finite stds, present exactly when the score standardises a map."""
+    mean, std = tensors.pop(MAP_MEAN_KEY, None), tensors.pop(MAP_STD_KEY, None)
+    wanted = config.map != "none" and config.standardize
+    if not wanted:
+        if mean is not None or std is not None:
+            raise ReconadError("it holds map statistics but its score does not standardise a map")
+        return None
+    size = tuple(image_shape[1:])
+    for name, t in (("mean", mean), ("std", std)):
+        if t is None or t.dtype != torch.float32 or tuple(t.shape) != size:
+            got = "missing" if t is None else f"{t.dtype} {tuple(t.shape)}"
+            raise ReconadError(f"its map {name} is {got}, the images need float32 {size}")
+        if not torch.isfinite(t).all():
+            raise ReconadError(f"its map {name} holds NaN or infinite values")
+    if not (std > 0).all():
+        raise ReconadError("its map std has values <= 0")
+    return MapNormalizer.from_state_dict({"mean": mean, "std": std})
 
 
 def _calibration(entry: Any, parts: list[str]) -> Calibration:
