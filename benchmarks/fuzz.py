@@ -16,7 +16,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from common import Context
+if __package__:  # imported by run.py as benchmarks.fuzz
+    from .common import Context
+else:  # python benchmarks/fuzz.py
+    from common import Context
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
