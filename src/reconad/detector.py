@@ -86,7 +86,8 @@ class Detector(OutlierMixin, BaseEstimator):
         progress: show a progress bar while training.
 
     Fitted attributes (the same after :meth:`fit` and after :meth:`load`): ``model_`` (the
-    :class:`~reconad.models.Autoencoder`), ``input_shape_``, ``config_`` (model and loss
+    :class:`~reconad.models.Autoencoder`), ``input_shape_`` (the model's input: a crop with
+    ``train.crop``), ``image_shape_`` (the images it scores), ``config_`` (model and loss
     sections), ``scorer_`` (:class:`~reconad.scorer.Scorer`: score settings, kNN bank,
     calibration), ``classes_`` (the normal classes a class head learnt, else empty),
     ``history_``, ``val_scores_`` (anomaly scores of the normal validation images, (N,)),
