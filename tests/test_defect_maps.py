@@ -90,7 +90,8 @@ def test_save_load_keeps_maps_and_normalizer(tmp_path):
     assert loaded.image_shape_ == (1, 16, 16) and loaded.input_shape_ == (1, 8, 8)
     assert_close(loaded.anomaly_maps(IMAGES[:3]), det.anomaly_maps(IMAGES[:3]), "maps")
     assert_close(loaded.anomaly_score(IMAGES[:3]), det.anomaly_score(IMAGES[:3]), "scores")
-    assert torch.equal(loaded.scorer_.normalizer.std_, det.scorer_.normalizer.std_)
+    assert torch.equal(loaded.scorer_.normalizers["ssim"].std_,
+                       det.scorer_.normalizers["ssim"].std_)
 
 
 def test_edited_map_statistics_are_refused(tmp_path):
@@ -104,13 +105,13 @@ def test_edited_map_statistics_are_refused(tmp_path):
         tensors = {k: handle.get_tensor(k) for k in handle.keys()}
     for key in ("format", "format_version"):
         header.pop(key)
-    tensors["reconad.map_std"] = torch.zeros(16, 16)
+    tensors["reconad.map_std.squared"] = torch.zeros(16, 16)
     write_detector_file(tmp_path / "bad.safetensors", header, tensors)
-    with pytest.raises(ReconadError, match="map std has values <= 0"):
+    with pytest.raises(ReconadError, match="map_std.squared has values <= 0"):
         Detector.load(tmp_path / "bad.safetensors")
-    del tensors["reconad.map_std"]
+    del tensors["reconad.map_std.squared"]
     write_detector_file(tmp_path / "bad2.safetensors", header, tensors)
-    with pytest.raises(ReconadError, match="map std is missing"):
+    with pytest.raises(ReconadError, match="map_std.squared is missing"):
         Detector.load(tmp_path / "bad2.safetensors")
 
 
@@ -178,3 +179,14 @@ def test_score_maps_writes_one_png_per_image(defect_run, tmp_path):
     assert names == images  # 000.png ... named after the ids
     with Image.open(tmp_path / "maps" / names[0]) as png:
         assert png.size == (32, 32) and png.mode == "RGB"
+
+
+def test_combined_map_is_the_mean_of_standardised_components():
+    det = _fit({"map": "ssim+squared", "ssim_window": 5, "standardize": True,
+                "reduction": "max"})
+    ssim = _fit({"map": "ssim", "ssim_window": 5, "standardize": True})
+    squared = _fit({"map": "squared", "standardize": True})  # the same seed: the same model
+    expected = (ssim.anomaly_maps(IMAGES[:3]) + squared.anomaly_maps(IMAGES[:3])) / 2
+    assert_close(det.anomaly_maps(IMAGES[:3]), expected, "combined map")
+    with pytest.raises(ReconadError, match="set score.standardize=true"):
+        load_config("default", ["score.map=ssim+absolute", "score.parts=[recon]"])

@@ -208,11 +208,13 @@ class ScoreConfig(_Section):
     knn_k: Annotated[int, Field(ge=1)] = 5
     knn_bank: Annotated[int, Field(ge=1)] = 20000
     """latent_knn: at most this many training codes are kept (a seeded sample) and saved."""
-    map: Literal["none", "squared", "absolute", "ssim"] = "none"
+    map: Literal["none", "squared", "absolute", "ssim", "ssim+squared", "ssim+absolute"] = "none"
     """The ``recon`` part from a per-pixel anomaly map (:mod:`reconad.maps`): ``squared``,
     ``absolute`` or ``ssim`` (1 - local SSIM) residual, smoothed (``smooth_sigma``),
     standardised per pixel position (``standardize``) and reduced to one number
-    (``reduction``). ``none``: the per-image ``kind`` error. For small defects in textures."""
+    (``reduction``). ``ssim+squared``/``ssim+absolute``: the mean of both standardised maps
+    (SSIM sees structure, the residual sees a colour shift; needs ``standardize``).
+    ``none``: the per-image ``kind`` error. For small defects in textures."""
     reduction: Literal["mean", "max", "topk"] = "mean"
     """map: ``mean`` of all pixels, ``max`` (the worst pixel) or ``topk`` (the mean of the
     highest ``topk`` fraction of the pixels)."""
@@ -242,6 +244,9 @@ class ScoreConfig(_Section):
             if self.parts != ["recon"]:
                 raise ValueError(f"score.map={self.map} makes the recon part; it does not "
                                  f"combine with score.parts {self.parts}: use score.parts=[recon]")
+            if "+" in self.map and not self.standardize:
+                raise ValueError(f"score.map={self.map} averages maps of different scales; set "
+                                 "score.standardize=true")
             if self.complexity != "none":
                 raise ValueError(f"score.complexity={self.complexity} is for score.map=none; "
                                  "set score.complexity=none with a map")

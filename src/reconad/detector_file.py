@@ -36,7 +36,7 @@ from reconad.config import (
 from reconad.errors import ReconadError
 from reconad.files import atomic_file
 from reconad.models import Autoencoder, build_model
-from reconad.scorer import BANK_KEY, MAP_MEAN_KEY, MAP_STD_KEY
+from reconad.scorer import BANK_KEY, MAP_PREFIX
 
 FORMAT = "reconad-detector"
 FORMAT_VERSION = 5
@@ -272,7 +272,8 @@ def take_weights(skeleton: Autoencoder,
     weights = {k: tensors.pop(k) for k in list(tensors) if k in expected}
     if missing := sorted(set(expected) - set(weights)):
         raise ReconadError(f"tensor {missing[0]} of the declared model is missing")
-    if extra := sorted(set(tensors) - {BANK_KEY, VAL_SCORES_KEY, MAP_MEAN_KEY, MAP_STD_KEY}):
+    if extra := sorted(k for k in set(tensors) - {BANK_KEY, VAL_SCORES_KEY}
+                       if not k.startswith(MAP_PREFIX)):
         raise ReconadError(f"tensor {extra[0]} is not part of the declared model")
     for key, want in expected.items():
         got = weights[key]

@@ -26,8 +26,23 @@ from reconad.models import Autoencoder
 from reconad.scoring import Calibration, latent_codes, map_images, score_parts
 
 BANK_KEY = "reconad.knn_bank"  # the latent_knn training codes, beside the model weights
-# score.standardize: per-pixel-position mean and std of the normal validation maps, (H, W).
-MAP_MEAN_KEY, MAP_STD_KEY = "reconad.map_mean", "reconad.map_std"
+# score.standardize: per-pixel-position mean and std of the normal validation maps, (H, W),
+# one pair per map component (``reconad.map_mean.ssim``, ...).
+MAP_PREFIX = "reconad.map_"
+
+
+def map_components(config: ScoreConfig) -> list[str]:
+    """The maps ``score.map`` is made of: ``ssim+squared`` -> ``[ssim, squared]``; the
+    ``score.kind`` error map (``loss:KIND``) for ``none``."""
+    return [f"loss:{config.kind}"] if config.map == "none" else config.map.split("+")
+
+
+def map_tensor_keys(config: ScoreConfig) -> set[str]:
+    """Names of the standardisation tensors a score saves (none unless it standardises)."""
+    if config.map == "none" or not config.standardize:
+        return set()
+    return {f"{MAP_PREFIX}{stat}.{kind}" for kind in map_components(config)
+            for stat in ("mean", "std")}
 
 
 class Scorer:
@@ -41,11 +56,11 @@ class Scorer:
 
     def __init__(self, config: ScoreConfig, bank: torch.Tensor | None = None,
                  calibration: Calibration | None = None,
-                 normalizer: MapNormalizer | None = None) -> None:
+                 normalizers: dict[str, MapNormalizer] | None = None) -> None:
         self.config = config
         self.bank = bank
         self.calibration = calibration
-        self.normalizer = normalizer
+        self.normalizers = normalizers
 
     @property
     def calibrated(self) -> bool:
@@ -73,26 +88,28 @@ class Scorer:
         self.calibration = None
         if self.calibrated:
             self.calibration = Calibration.fit(self.parts(model, val_images))
-        self.normalizer = None
-        if self.config.map != "none" and self.config.standardize:
-            self.normalizer = MapNormalizer().fit(self._raw_maps(model, val_images))
+        self.normalizers = None
+        if map_tensor_keys(self.config):
+            self.normalizers = {kind: MapNormalizer().fit(maps)
+                                for kind, maps in self._raw_maps(model, val_images).items()}
         return self
 
-    def _raw_maps(self, model: Autoencoder, x: np.ndarray) -> torch.Tensor:
+    def _raw_maps(self, model: Autoencoder, x: np.ndarray) -> dict[str, torch.Tensor]:
         cfg = self.config
-        kind = cfg.map if cfg.map != "none" else f"loss:{cfg.kind}"
-        return map_images(model, x, kind, cfg.ssim_window, cfg.smooth_sigma)
+        return map_images(model, x, map_components(cfg), cfg.ssim_window, cfg.smooth_sigma)
 
     def maps(self, model: Autoencoder, x: np.ndarray) -> np.ndarray:
         """Anomaly maps of ``x`` (N, C, H, W): (N, H, W) float32, higher = more anomalous.
 
         ``score.map`` smoothed by ``score.smooth_sigma`` and standardised per position when
-        ``score.standardize``; with ``score.map=none`` the per-pixel ``score.kind`` error.
+        ``score.standardize`` (a combined map such as ``ssim+squared`` is the mean of its
+        standardised components); with ``score.map=none`` the per-pixel ``score.kind`` error.
         """
-        maps = self._raw_maps(model, x)
-        if self.normalizer is not None:
-            maps = self.normalizer.transform(maps)
-        return maps.numpy()
+        raw = self._raw_maps(model, x)
+        if self.normalizers is not None:
+            raw = {kind: self.normalizers[kind].transform(m) for kind, m in raw.items()}
+        parts = list(raw.values())
+        return (parts[0] if len(parts) == 1 else torch.stack(parts).mean(dim=0)).numpy()
 
     def parts(self, model: Autoencoder, x: np.ndarray) -> dict[str, np.ndarray]:
         """Each part's raw score of ``x`` (N, C, H, W): ``{part: (N,) float64}``."""
@@ -121,9 +138,9 @@ class Scorer:
         """The tensors to save beside the weights: the kNN bank and the map standardisation,
         if any."""
         out = {} if self.bank is None else {BANK_KEY: self.bank.contiguous()}
-        if self.normalizer is not None:
-            state = self.normalizer.state_dict()
-            out.update({MAP_MEAN_KEY: state["mean"], MAP_STD_KEY: state["std"]})
+        for kind, normalizer in (self.normalizers or {}).items():
+            state = normalizer.state_dict()
+            out.update({f"{MAP_PREFIX}{stat}.{kind}": state[stat] for stat in ("mean", "std")})
         return out
 
     @classmethod
@@ -156,30 +173,34 @@ class Scorer:
             raise ReconadError("it holds a latent_knn bank but its score has no latent_knn part")
         if scorer.calibrated:
             scorer.calibration = _calibration(calibration, config.parts)
-        scorer.normalizer = _normalizer(tensors, config, image_shape or model.input_shape)
+        scorer.normalizers = _normalizers(tensors, config, image_shape or model.input_shape)
         return scorer
 
 
-def _normalizer(tensors: dict[str, torch.Tensor], config: ScoreConfig,
-                image_shape: tuple[int, ...]) -> MapNormalizer | None:
+def _normalizers(tensors: dict[str, torch.Tensor], config: ScoreConfig,
+                 image_shape: tuple[int, ...]) -> dict[str, MapNormalizer] | None:
     """The map standardisation taken out of ``tensors``: float32 (H, W) finite means and
-    positive finite stds, present exactly when the score standardises a map."""
-    mean, std = tensors.pop(MAP_MEAN_KEY, None), tensors.pop(MAP_STD_KEY, None)
-    wanted = config.map != "none" and config.standardize
+    positive finite stds for each map component, present exactly when the score
+    standardises a map."""
+    found = {key: tensors.pop(key) for key in list(tensors) if key.startswith(MAP_PREFIX)}
+    wanted = map_tensor_keys(config)
+    if extra := sorted(set(found) - wanted):
+        raise ReconadError(f"it holds map statistics {extra[0]} its score does not use")
     if not wanted:
-        if mean is not None or std is not None:
-            raise ReconadError("it holds map statistics but its score does not standardise a map")
         return None
     size = tuple(image_shape[1:])
-    for name, t in (("mean", mean), ("std", std)):
+    for key in sorted(wanted):
+        t = found.get(key)
         if t is None or t.dtype != torch.float32 or tuple(t.shape) != size:
             got = "missing" if t is None else f"{t.dtype} {tuple(t.shape)}"
-            raise ReconadError(f"its map {name} is {got}, the images need float32 {size}")
+            raise ReconadError(f"its {key} is {got}, the images need float32 {size}")
         if not torch.isfinite(t).all():
-            raise ReconadError(f"its map {name} holds NaN or infinite values")
-    if not (std > 0).all():
-        raise ReconadError("its map std has values <= 0")
-    return MapNormalizer.from_state_dict({"mean": mean, "std": std})
+            raise ReconadError(f"its {key} holds NaN or infinite values")
+        if key.startswith(f"{MAP_PREFIX}std.") and not (t > 0).all():
+            raise ReconadError(f"its {key} has values <= 0")
+    return {kind: MapNormalizer.from_state_dict({
+        stat: found[f"{MAP_PREFIX}{stat}.{kind}"] for stat in ("mean", "std")})
+        for kind in map_components(config)}
 
 
 def _calibration(entry: Any, parts: list[str]) -> Calibration:

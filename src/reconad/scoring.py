@@ -61,12 +61,12 @@ MAP_CHUNK_VALUES = 2**22
 
 
 @torch.no_grad()
-def map_images(model: Autoencoder, x: np.ndarray, kind: str, ssim_window: int = 11,
-               smooth_sigma: float = 0.0) -> torch.Tensor:
+def map_images(model: Autoencoder, x: np.ndarray, kinds: list[str], ssim_window: int = 11,
+               smooth_sigma: float = 0.0) -> dict[str, torch.Tensor]:
     """Per-pixel anomaly maps of ``x`` (N, C, H, W) against the model's reconstructions,
-    (N, H, W) float32, higher = more anomalous.
+    ``{kind: (N, H, W) float32}``, higher = more anomalous; one reconstruction for all kinds.
 
-    ``kind`` is a :func:`reconad.maps.anomaly_map` kind (``squared``, ``absolute``, ``ssim``)
+    A kind is a :func:`reconad.maps.anomaly_map` kind (``squared``, ``absolute``, ``ssim``)
     or a loss kind (``mse``, ``l1``, ``bce``, ``ssim``) of :func:`reconad.losses.error_map`
     when prefixed ``loss:``; ``smooth_sigma`` > 0 smooths each map (Gaussian, pixels).
     """
@@ -74,15 +74,16 @@ def map_images(model: Autoencoder, x: np.ndarray, kind: str, ssim_window: int = 
 
     model.eval()
     size = max(1, min(CHUNK, MAP_CHUNK_VALUES // max(1, int(np.prod(x.shape[1:])))))
-    out = []
+    out: dict[str, list[torch.Tensor]] = {kind: [] for kind in kinds}
     for batch, n in _chunks(x, size):
         x_hat = model(batch)
-        if kind.startswith("loss:"):
-            maps = error_map(kind[5:], x_hat, batch)
-        else:
-            maps = anomaly_map(batch, x_hat, kind, ssim_window=ssim_window)
-        out.append(gaussian_smooth(maps, smooth_sigma)[:n])
-    return torch.cat(out) if out else torch.empty((0, *x.shape[2:]))
+        for kind in kinds:
+            if kind.startswith("loss:"):
+                maps = error_map(kind[5:], x_hat, batch)
+            else:
+                maps = anomaly_map(batch, x_hat, kind, ssim_window=ssim_window)
+            out[kind].append(gaussian_smooth(maps, smooth_sigma)[:n])
+    return {kind: torch.cat(v) if v else torch.empty((0, *x.shape[2:])) for kind, v in out.items()}
 
 
 @torch.no_grad()
