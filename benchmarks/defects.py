@@ -7,10 +7,10 @@ pixels), read back with :func:`reconad.data.mvtec.read_defect_dataset`.
 
 reconad (``reconad.pipeline.run`` on the generated MVTec folder, one run per texture and seed,
 ``--seeds N``): the ``defects-ssim`` preset's recipe (SSIM autoencoder on crops, smoothed
-standardised SSIM map, top-1 % score) and the same autoencoder scored by its plain mean
-squared error (``score.map=none``: what reconad did before anomaly maps). Image AUROC, pixel
-AUROC and PRO are those of the test images (metrics.json's ``eval`` set). ``--quick``: one
-epoch of a small model, for trying the benchmark out.
+standardised SSIM + squared-error map, top-1 % score) and the same autoencoder scored by its
+plain mean squared error (``score.map=none``: what reconad did before anomaly maps). Image
+AUROC, pixel AUROC and PRO are those of the test images (metrics.json's ``eval`` set).
+``--quick``: one epoch of a small model, for trying the benchmark out.
 
 Baseline (no training, no PyOD): every test patch's nearest training patch in pixel space
 (scikit-learn ``NearestNeighbors``, Euclidean). Image score: the distance, or a reduction of
@@ -99,7 +99,7 @@ def evaluate_texture(data: DefectDataset, texture: str) -> list[dict]:
 
 
 # (row name, overrides of the defects-ssim preset)
-RECONAD = [("top 1% SSIM map, standardised (defects-ssim)", []),
+RECONAD = [("top 1% SSIM + squared map, standardised (defects-ssim)", []),
            ("mean squared error (defects-ssim model)",
             ["score.map=none", "score.kind=mse", "score.reduction=mean", "score.smooth_sigma=0",
              "score.standardize=false"])]
