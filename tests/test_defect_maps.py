@@ -190,3 +190,27 @@ def test_combined_map_is_the_mean_of_standardised_components():
     assert_close(det.anomaly_maps(IMAGES[:3]), expected, "combined map")
     with pytest.raises(ReconadError, match="set score.standardize=true"):
         load_config("default", ["score.map=ssim+absolute", "score.parts=[recon]"])
+
+
+def test_plain_layout_loads_with_masks_and_splits_the_good_images(tmp_path):
+    from PIL import Image
+
+    from reconad.config import DataConfig
+    from reconad.data import load_dataset
+
+    for kind, n in (("good", 6), ("scratch", 2)):
+        (tmp_path / "images" / kind).mkdir(parents=True)
+        (tmp_path / "masks" / kind).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(
+                tmp_path / "images" / kind / f"{i}.png")
+            if kind != "good":
+                mask = np.zeros((8, 8), np.uint8)
+                mask[2:4, 2:5] = 255
+                Image.fromarray(mask).save(tmp_path / "masks" / kind / f"{i}.png")
+    data = load_dataset(DataConfig(source=str(tmp_path), test_fraction=0.5), seed=0)
+    assert data.class_names == ("good", "scratch")
+    assert data.train_x.shape == (3, 1, 8, 8) and (data.train_y == 0).all()
+    assert sorted(data.test_y.tolist()) == [0, 0, 0, 1, 1]
+    assert data.masks.shape == (5, 8, 8)
+    assert data.masks.sum(axis=(1, 2)).tolist() == [6 if y else 0 for y in data.test_y]
