@@ -1,8 +1,15 @@
 """A score's settings and fitted state in one object: what a detector scores images with.
 
->>> scorer = Scorer(ScoreConfig(parts=["recon", "latent_knn"])).fit(model, train_x, val_x)
->>> scorer.score(model, images)       # (N,) float64, higher = more anomalous
->>> scorer.parts(model, images)       # {"recon": (N,), "latent_knn": (N,)}, raw
+>>> from reconad.config import ModelConfig
+>>> from reconad.models import build_model
+>>> model = build_model(ModelConfig(kind="dense", hidden=[16], latent=4), (1, 8, 8))
+>>> images = np.random.default_rng(0).uniform(0, 1, (20, 1, 8, 8)).astype(np.float32)
+>>> scorer = Scorer(ScoreConfig(parts=["recon", "latent_knn"])).fit(model, images[:10],
+...                                                                   images[10:])
+>>> scorer.score(model, images).shape      # (N,) float64, higher = more anomalous
+(20,)
+>>> sorted(scorer.parts(model, images))    # each part raw, (N,)
+['latent_knn', 'recon']
 
 The fitted state is the bank of training codes ``latent_knn`` measures against (a seeded
 sample of at most ``knn_bank`` codes) and, for a score of several parts, the
