@@ -1,9 +1,16 @@
-"""Defect localisation on generated texture patches: the kNN-on-pixels baseline (scaffold).
+"""Defect localisation on generated texture patches: reconad against a kNN-on-pixels baseline.
 
 For each texture (``brick``, ``grass``, ``gravel``) :func:`reconad.data.synthetic_defects
 .make_defect_dataset` generates 1,000 normal training patches and a test set of 500 normal and
 200 defective 64x64 RGB patches (scratch, blot, missing piece, colour shift; ~1 % of the
 pixels), read back with :func:`reconad.data.mvtec.read_defect_dataset`.
+
+reconad (``reconad.pipeline.run`` on the generated MVTec folder, one run per texture and seed,
+``--seeds N``): the ``defects-ssim`` preset's recipe (SSIM autoencoder on crops, smoothed
+standardised SSIM + squared-error map, top-1 % score) and the same autoencoder scored by its
+plain mean squared error (``score.map=none``: what reconad did before anomaly maps). Image
+AUROC, pixel AUROC and PRO are those of the test images (metrics.json's ``eval`` set).
+``--quick``: one epoch of a small model, for trying the benchmark out.
 
 Baseline (no training, no PyOD): every test patch's nearest training patch in pixel space
 (scikit-learn ``NearestNeighbors``, Euclidean). Image score: the distance, or a reduction of
@@ -12,8 +19,8 @@ the anomaly map ``|x - nearest|`` (mean over channels; raw or Gaussian-smoothed,
 (:mod:`reconad.localization`): pixel AUROC and AU-PRO (FPR <= 0.3) of the map named in each
 row's ``map`` column (the raw map for the distance row).
 
-    python benchmarks/defects.py [--quick] [--out DIR]       # standalone: DIR/defects.json
-    # or, once registered in run.py's BENCHMARKS: python benchmarks/run.py defects
+    python benchmarks/run.py defects [--quick] [--seeds N]   # DIR/defects.json, .csv, .md
+    python benchmarks/defects.py [--quick] [--out DIR]       # the kNN rows alone
 
 ``defects(ctx)`` follows run.py's contract (``ctx.out``, ``ctx.quick``): it returns
 ``(headline, rows)``; the headline holds the mean over textures of each row kind.
@@ -91,18 +98,61 @@ def evaluate_texture(data: DefectDataset, texture: str) -> list[dict]:
     return rows
 
 
+# (row name, overrides of the defects-ssim preset)
+RECONAD = [("top 1% SSIM + squared map, standardised (defects-ssim)", []),
+           ("mean squared error (defects-ssim model)",
+            ["score.map=none", "score.kind=mse", "score.reduction=mean", "score.smooth_sigma=0",
+             "score.standardize=false"])]
+RECONAD_QUICK = ["train.epochs=1", "model.channels=[8,8]"]
+
+
+def reconad_rows(root: Path, texture: str, data: DefectDataset, ctx) -> list[dict]:
+    """One row per :data:`RECONAD` score and seed: ``reconad run`` on the generated folder."""
+    from reconad.config import load_config
+    from reconad.pipeline import run
+
+    test = data.subset(~data.train)
+    rows = []
+    for name, overrides in RECONAD:
+        for seed in range(getattr(ctx, "seeds", 1)):
+            config = load_config("defects-ssim", [
+                f"data.source={root}", f"seed={seed}", f"name=defects-{texture}",
+                *(RECONAD_QUICK if ctx.quick else []), *overrides,
+                *getattr(ctx, "sets", [])])
+            result = run(config, write=False, progress=False)
+            loc = result.metrics["eval"]["localization"]
+            scores = result.detector.anomaly_score(test.float_images())
+            row = {"texture": texture, "method": "reconad", "image_score": name,
+                   "map": config.score.map if config.score.map != "none" else
+                   f"{config.score.kind} error", "seed": seed,
+                   "image_auroc": float(roc_auc_score(test.labels, scores)),
+                   "pixel_auroc": loc["pixel_auroc"], "pro": loc["pro"]}
+            good = test.kinds == "good"
+            for kind in sorted(set(test.kinds) - {"good"}):
+                pick = good | (test.kinds == kind)
+                row[f"auroc_{kind}"] = float(roc_auc_score(test.labels[pick], scores[pick]))
+            rows.append(row)
+    return rows
+
+
 def defects(ctx) -> tuple[dict, list[dict]]:
-    """run.py's benchmark contract: ``(headline, rows)``; data generated in a temporary folder."""
+    """run.py's benchmark contract: ``(headline, rows)``; data generated in a temporary folder.
+
+    The headline holds, per row name, the mean over textures (and seeds) of each metric."""
     counts = QUICK if ctx.quick else FULL
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="reconad-defects-") as tmp:
         for texture in TEXTURES:
             root = make_defect_dataset(Path(tmp) / texture, texture, size=64, seed=0, **counts)
-            rows += evaluate_texture(read_defect_dataset(root), texture)
+            data = read_defect_dataset(root)
+            rows += evaluate_texture(data, texture)
+            if not getattr(ctx, "knn_only", False):
+                rows += reconad_rows(root, texture, data, ctx)
     headline: dict = {"dataset": {**counts, "size": 64, "seed": 0, "textures": list(TEXTURES)}}
+    names = list(dict.fromkeys(r["image_score"] for r in rows))
     for key in ("image_auroc", "pixel_auroc", "pro"):
         headline[key] = {name: _mean([r[key] for r in rows if r["image_score"] == name])
-                         for name, _, _ in SCORES}
+                         for name in names}
     return headline, rows
 
 
@@ -119,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or (Path(tempfile.mkdtemp(prefix="reconad-bench-defects-")) if args.quick
                        else Path(__file__).resolve().parent / "results")
     started = time.perf_counter()
-    headline, rows = defects(SimpleNamespace(out=out, quick=args.quick))
+    headline, rows = defects(SimpleNamespace(out=out, quick=args.quick, knn_only=True))
     report = {**headline, "wall_seconds": round(time.perf_counter() - started, 1),
               "quick": args.quick, "rows": rows}
     write_json_atomic(out / "defects.json", report)

@@ -239,9 +239,9 @@ def test_fit_and_load_give_the_same_fitted_attributes(tiny_images, tmp_path):
     loaded = Detector.load(det.save(tmp_path / "det.safetensors"))
     fit_state, load_state = _fitted_state(det), _fitted_state(loaded)
     assert set(fit_state) == set(load_state) == {
-        "model_", "input_shape_", "config_", "scorer_", "classes_", "history_",
+        "model_", "input_shape_", "image_shape_", "config_", "scorer_", "classes_", "history_",
         "val_scores_", "threshold_", "threshold_method_", "preprocessing_"}
-    for key in ("input_shape_", "config_", "classes_", "history_", "threshold_",
+    for key in ("input_shape_", "image_shape_", "config_", "classes_", "history_", "threshold_",
                 "threshold_method_", "preprocessing_"):
         assert load_state[key] == fit_state[key], key
     assert loaded.preprocessing_ == {"resize": [16, 16], "grayscale": True}

@@ -79,6 +79,7 @@ def score_collection(
     gallery: Path | None = None,
     gallery_k: int = 16,
     title: str = "highest and lowest scores",
+    maps: Path | None = None,
 ) -> ScoreSummary:
     """Score every image of ``collection`` batch by batch and write one CSV row per image.
 
@@ -93,6 +94,9 @@ def score_collection(
         gallery: PNG of the ``gallery_k`` highest and lowest scored images, or None.
         gallery_k: images per block of the gallery.
         title: the gallery's title.
+        maps: a folder for one heat-map PNG of each image's anomaly map
+            (:meth:`Detector.anomaly_maps`), named after its id; the colours span one scale
+            for all images, set by the first batch (its 0.1 and 99.9 percentiles).
 
     Returns:
         The counts and the skipped files.
@@ -102,6 +106,7 @@ def score_collection(
     """
     summary = ScoreSummary()
     extremes = Extremes(gallery_k) if gallery is not None else None
+    scale: tuple[float, float] | None = None
     with csv_target(out) as handle:
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
@@ -116,9 +121,24 @@ def score_collection(
             summary.n_flagged += int(columns["flag"].sum())
             if extremes is not None:
                 extremes.add(columns, batch.x)
+            if maps is not None and len(batch.index):
+                scale = _write_maps(detector, batch.x, columns["id"], maps, scale)
     if extremes is not None:
         extremes.draw(gallery, title)
     return summary
+
+
+def _write_maps(detector: Any, images: np.ndarray, ids: list[str], folder: Path,
+               scale: tuple[float, float] | None) -> tuple[float, float]:
+    """Write the heat-maps of one batch; returns the colour scale (fixed by the first)."""
+    from reconad.report import write_heatmaps
+
+    batch_maps = detector.anomaly_maps(images)  # (n, H, W)
+    if scale is None:
+        low, high = np.percentile(batch_maps, [0.1, 99.9])
+        scale = (float(low), float(max(high, low + 1e-12)))
+    write_heatmaps(batch_maps, ids, folder, *scale)
+    return scale
 
 
 @contextmanager

@@ -74,6 +74,9 @@ def score_command(
     = None,
     gallery_k: Annotated[int, typer.Option(min=1, help="Images per row block of --gallery.")]
     = 16,
+    maps: Annotated[Path | None, typer.Option(help="Also write each image's anomaly map as a "
+                                              "heat-map PNG named after its id into this "
+                                              "folder.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images decoded and scored at once "
                                                         "(bounds the memory).")] = 256,
     workers: Annotated[int | None, typer.Option(
@@ -100,13 +103,15 @@ def score_command(
 
     if engine not in ("local", "ray"):
         raise ReconadError(f"unknown --engine {engine!r}; use local or ray")
+    if maps is not None and engine != "local":
+        raise ReconadError("--maps is written by --engine local; drop --engine ray or --maps")
     if address is not None and engine != "ray":
         raise ReconadError("--address is for --engine ray; add --engine ray or drop --address")
     det = Detector.load(detector)
     # Prepare images the way the training images were, unless told otherwise.
     trained = det.preprocessing_
     resize = resize or (tuple(trained["resize"]) if trained.get("resize") else None)
-    collection = open_collection(input, det.input_shape_, resize=resize,
+    collection = open_collection(input, det.image_shape_, resize=resize,
                                  grayscale=grayscale or bool(trained.get("grayscale")),
                                  label_column=label_column, data_dir=data_dir)
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
@@ -122,7 +127,7 @@ def score_command(
 
         summary = score_collection(det, collection, out, batch_size=batch_size, workers=workers,
                                    skip_bad=skip_bad, gallery=gallery, gallery_k=gallery_k,
-                                   title=title)
+                                   title=title, maps=maps)
     for image_id, reason in summary.skipped:
         typer.echo(f"skipped {image_id}: {reason}", err=True)
     skipped = f", {len(summary.skipped)} unreadable skipped" if summary.skipped else ""
@@ -132,6 +137,8 @@ def score_command(
         typer.echo(f"scores written to {out}", err=True)
     if gallery is not None:
         typer.echo(f"gallery written to {gallery}", err=True)
+    if maps is not None:
+        typer.echo(f"anomaly maps written to {maps}", err=True)
 
 
 @app.command("report")

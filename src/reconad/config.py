@@ -179,6 +179,12 @@ class TrainConfig(_Section):
     """Random shift up to this fraction of the image size, horizontally and vertically."""
     threads: Annotated[int, Field(ge=1)] | None = None
     """Torch CPU threads; None = all cores."""
+    crop: Annotated[int, Field(ge=4)] | None = None
+    """Patch training: every training image is replaced by one random ``crop x crop`` crop in
+    each batch (validation images by one fixed seeded crop), and the model is built for
+    crops. Larger images are then scored whole (a fully convolutional model: conv with
+    ``bottleneck: false``) or by overlapping tiles (``sliding_window``, stride crop/2).
+    None = train on whole images."""
 
 
 ScorePart = Literal["recon", "latent_knn", "class_energy"]
@@ -202,12 +208,53 @@ class ScoreConfig(_Section):
     knn_k: Annotated[int, Field(ge=1)] = 5
     knn_bank: Annotated[int, Field(ge=1)] = 20000
     """latent_knn: at most this many training codes are kept (a seeded sample) and saved."""
+    map: Literal["none", "squared", "absolute", "ssim", "ssim+squared", "ssim+absolute"] = "none"
+    """The ``recon`` part from a per-pixel anomaly map (:mod:`reconad.maps`): ``squared``,
+    ``absolute`` or ``ssim`` (1 - local SSIM) residual, smoothed (``smooth_sigma``),
+    standardised per pixel position (``standardize``) and reduced to one number
+    (``reduction``). ``ssim+squared``/``ssim+absolute``: the mean of both standardised maps
+    (SSIM sees structure, the residual sees a colour shift; needs ``standardize``).
+    ``none``: the per-image ``kind`` error. For small defects in textures."""
+    reduction: Literal["mean", "max", "topk"] = "mean"
+    """map: ``mean`` of all pixels, ``max`` (the worst pixel) or ``topk`` (the mean of the
+    highest ``topk`` fraction of the pixels)."""
+    topk: Annotated[float, Field(gt=0.0, le=1.0)] = 0.01
+    """map, reduction topk: fraction of the pixels averaged (0.01 = the top 1 %)."""
+    smooth_sigma: Annotated[float, Field(ge=0.0, le=50.0)] = 0.0
+    """map: Gaussian smoothing of the map in pixels (0 = none)."""
+    standardize: bool = False
+    """map: standardise every pixel position by the mean and std of the normal validation
+    images' maps there (saved in the detector), so always-busy places do not dominate."""
+    ssim_window: Annotated[int, Field(ge=3, le=63)] = 11
+    """map ssim: odd side of the Gaussian SSIM window (sigma 1.5)."""
 
     @model_validator(mode="after")
     def _distinct_parts(self) -> ScoreConfig:
         if len(set(self.parts)) != len(self.parts):
             raise ValueError(f"score.parts {self.parts} names a part twice; list each once")
+        if self.ssim_window % 2 == 0:
+            raise ValueError(f"score.ssim_window {self.ssim_window} must be odd, e.g. 11")
+        if self.map == "none":
+            changed = [f"score.{k}" for k, default in _MAP_DEFAULTS.items()
+                       if getattr(self, k) != default]
+            if changed:
+                raise ValueError(f"{', '.join(changed)} only apply to an anomaly map; set "
+                                 "score.map=squared|absolute|ssim or drop them")
+        else:
+            if self.parts != ["recon"]:
+                raise ValueError(f"score.map={self.map} makes the recon part; it does not "
+                                 f"combine with score.parts {self.parts}: use score.parts=[recon]")
+            if "+" in self.map and not self.standardize:
+                raise ValueError(f"score.map={self.map} averages maps of different scales; set "
+                                 "score.standardize=true")
+            if self.complexity != "none":
+                raise ValueError(f"score.complexity={self.complexity} is for score.map=none; "
+                                 "set score.complexity=none with a map")
         return self
+
+
+_MAP_DEFAULTS = {"reduction": "mean", "topk": 0.01, "smooth_sigma": 0.0, "standardize": False,
+                 "ssim_window": 11}
 
 
 ThresholdMethod = Literal[
@@ -250,7 +297,28 @@ class Config(_Section):
     def _energy_needs_head(self) -> Config:
         if "class_energy" in self.score.parts and not self.model.class_head:
             raise ValueError("score.parts class_energy needs model.class_head=true")
+        check_crop(self.train, self.model, self.score)
         return self
+
+
+def check_crop(train: TrainConfig, model: ModelConfig, score: ScoreConfig) -> None:
+    """Refuse what patch training (``train.crop``) cannot do, naming the fix.
+
+    Raises:
+        ValueError: (pydantic turns it into the config error) for a crop with latent or class
+            scores, a class head or trimming.
+    """
+    if train.crop is None:
+        return
+    if score.parts != ["recon"]:
+        raise ValueError(f"train.crop scores whole images by reconstruction only; set "
+                         f"score.parts=[recon] (not {score.parts}) or train.crop=null")
+    if model.class_head:
+        raise ValueError("train.crop does not train a class head; set model.class_head=false "
+                         "or train.crop=null")
+    if train.trim > 0:
+        raise ValueError("train.trim ranks whole images, train.crop trains on crops; set "
+                         "train.trim=0 or train.crop=null")
 
 
 # --------------------------------------------------------------------------- loading

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, OutlierMixin
 
-from reconad.config import LossConfig, ModelConfig, ScoreConfig, TrainConfig
+from reconad.config import LossConfig, ModelConfig, ScoreConfig, TrainConfig, check_crop
 from reconad.detector_file import (
     VAL_SCORES_KEY,
     check_preprocessing,
@@ -49,7 +49,8 @@ from reconad.detector_file import (
 )
 from reconad.errors import ReconadError
 from reconad.images import as_images
-from reconad.models import build_model
+from reconad.models import Autoencoder, build_model
+from reconad.patches import TiledAutoencoder, random_crops
 from reconad.scorer import Scorer
 from reconad.scoring import error_maps, reconstruct
 from reconad.train import History, fit_model
@@ -85,7 +86,8 @@ class Detector(OutlierMixin, BaseEstimator):
         progress: show a progress bar while training.
 
     Fitted attributes (the same after :meth:`fit` and after :meth:`load`): ``model_`` (the
-    :class:`~reconad.models.Autoencoder`), ``input_shape_``, ``config_`` (model and loss
+    :class:`~reconad.models.Autoencoder`), ``input_shape_`` (the model's input: a crop with
+    ``train.crop``), ``image_shape_`` (the images it scores), ``config_`` (model and loss
     sections), ``scorer_`` (:class:`~reconad.scorer.Scorer`: score settings, kNN bank,
     calibration), ``classes_`` (the normal classes a class head learnt, else empty),
     ``history_``, ``val_scores_`` (anomaly scores of the normal validation images, (N,)),
@@ -141,6 +143,10 @@ class Detector(OutlierMixin, BaseEstimator):
         loss_cfg = _section(self.loss, LossConfig, "loss")
         train_cfg = _section(self.train, TrainConfig, "train")
         scorer = Scorer(_score_config(self.score))
+        try:
+            check_crop(train_cfg, model_cfg, scorer.config)
+        except ValueError as exc:
+            raise ReconadError(str(exc)) from None
         if not 0.0 < self.quantile < 1.0:
             raise ReconadError(f"quantile must be between 0 and 1 (exclusive); got {self.quantile}")
         preprocessing = check_preprocessing(preprocessing)
@@ -158,19 +164,35 @@ class Detector(OutlierMixin, BaseEstimator):
                 raise ReconadError(
                     f"validation images are {xv.shape[1:]} but training images are "
                     f"{x.shape[1:]}; give both the same (C, H, W)")
+        image_shape = tuple(int(s) for s in x.shape[1:])
+        input_shape, xv_fit = image_shape, xv
+        if train_cfg.crop is not None:
+            crop = train_cfg.crop
+            if crop > min(image_shape[1:]):
+                raise ReconadError(f"train.crop={crop} is larger than the {image_shape[1]}x"
+                                   f"{image_shape[2]} images; use a crop <= "
+                                   f"{min(image_shape[1:])} or train.crop=null")
+            input_shape = (image_shape[0], crop, crop)
+            if xv is not None and len(xv):  # one fixed seeded crop per validation image
+                xv_fit = random_crops(torch.from_numpy(np.ascontiguousarray(xv)), crop,
+                                      torch.Generator().manual_seed(self.seed)).numpy()
         torch.manual_seed(self.seed)  # weight initialisation
-        network = build_model(model_cfg, tuple(x.shape[1:]), len(classes))
+        network = build_model(model_cfg, input_shape, len(classes))
         scorer.check_model(network)  # before training, not after
         self.history_: History | None = fit_model(
-            network, x, xv, loss_cfg, train_cfg, self.seed, self.progress, y_idx, checkpoint)
+            network, x, xv_fit, loss_cfg, train_cfg, self.seed, self.progress, y_idx,
+            checkpoint)
         self.model_ = network
-        self.input_shape_ = tuple(int(s) for s in x.shape[1:])
+        self.input_shape_ = input_shape
+        self.image_shape_ = image_shape
+        self._image_model = None
         self.config_ = {"model": model_cfg.model_dump(mode="json"),
                         "loss": loss_cfg.model_dump(mode="json")}
         self.classes_ = classes
         reference = xv if xv is not None and len(xv) else x
-        self.scorer_ = scorer.fit(network, x, reference, self.seed)
-        self.val_scores_: np.ndarray | None = self.scorer_.score(network, reference)
+        self.scorer_ = scorer.fit(self._whole_image_model(), x, reference, self.seed)
+        self.val_scores_: np.ndarray | None = self.scorer_.score(self._whole_image_model(),
+                                                                 reference)
         self.threshold_ = float(np.quantile(self.val_scores_, self.quantile))
         self.threshold_method_ = "quantile"
         self.preprocessing_ = preprocessing
@@ -202,18 +224,37 @@ class Detector(OutlierMixin, BaseEstimator):
     def _inputs(self, X: Any) -> np.ndarray:
         self._check_fitted()
         x = as_images(X)
-        if tuple(x.shape[1:]) != self.input_shape_:
-            c, h, w = self.input_shape_
+        if tuple(x.shape[1:]) != self.image_shape_:
+            c, h, w = self.image_shape_
             raise ReconadError(
                 f"images are {tuple(x.shape[1:])} (C, H, W) but the detector was trained on "
-                f"{self.input_shape_}; resize them to {h}x{w} with {c} channel(s) "
+                f"{self.image_shape_}; resize them to {h}x{w} with {c} channel(s) "
                 f"(CLI: --resize {h} {w})")
         return x
+
+    def _whole_image_model(self) -> Autoencoder | TiledAutoencoder:
+        """The model applied to whole images of ``image_shape_``: the model itself; for a
+        model trained on crops (``train.crop``) the same weights rebuilt for the image size
+        when it is fully convolutional (conv without bottleneck), else the model applied by
+        overlapping tiles (:class:`~reconad.patches.TiledAutoencoder`)."""
+        if getattr(self, "_image_model", None) is not None:
+            return self._image_model
+        model = self.model_
+        if self.image_shape_ != self.input_shape_:
+            cfg = _section(self.config_["model"], ModelConfig, "model")
+            if cfg.kind == "conv" and not cfg.bottleneck:
+                whole = build_model(cfg, self.image_shape_, len(self.classes_))
+                whole.load_state_dict(self.model_.state_dict())
+                model = whole.eval()
+            else:
+                model = TiledAutoencoder(self.model_).eval()
+        self._image_model = model
+        return model
 
     def anomaly_score(self, X: Any) -> np.ndarray:
         """Anomaly score per image, (N,) float64: HIGHER = MORE ANOMALOUS."""
         x = self._inputs(X)
-        return self.scorer_.score(self.model_, x)
+        return self.scorer_.score(self._whole_image_model(), x)
 
     def flag(self, X: Any) -> np.ndarray:
         """1 for anomalies (anomaly score > ``threshold_``), 0 for normal images, shape (N,)."""
@@ -223,7 +264,7 @@ class Detector(OutlierMixin, BaseEstimator):
         """Each part of the anomaly score, raw (``{part: (N,)}``, higher = more anomalous),
         e.g. to see which part flagged an image."""
         x = self._inputs(X)
-        return self.scorer_.parts(self.model_, x)
+        return self.scorer_.parts(self._whole_image_model(), x)
 
     @property
     def offset_(self) -> float:
@@ -246,12 +287,20 @@ class Detector(OutlierMixin, BaseEstimator):
     def reconstruct(self, X: Any) -> np.ndarray:
         """Reconstructions of ``X``, shape (N, C, H, W)."""
         x = self._inputs(X)
-        return reconstruct(self.model_, x)
+        return reconstruct(self._whole_image_model(), x)
 
     def error_maps(self, X: Any) -> np.ndarray:
         """Per-pixel reconstruction error of ``X``, shape (N, H, W) (higher = worse)."""
         x = self._inputs(X)
-        return error_maps(self.model_, x, self.scorer_.config.kind)
+        return error_maps(self._whole_image_model(), x, self.scorer_.config.kind)
+
+    def anomaly_maps(self, X: Any) -> np.ndarray:
+        """Where each image of ``X`` looks anomalous: (N, H, W) float32, HIGHER = MORE
+        ANOMALOUS. The configured ``score.map`` (smoothed by ``score.smooth_sigma``,
+        standardised per pixel position with ``score.standardize``); the image score is its
+        ``score.reduction``. With ``score.map=none`` the per-pixel ``score.kind`` error."""
+        x = self._inputs(X)
+        return self.scorer_.maps(self._whole_image_model(), x)
 
     # ------------------------------------------------------------------ persistence
 
@@ -259,7 +308,8 @@ class Detector(OutlierMixin, BaseEstimator):
         """Write the detector to one ``.safetensors`` file atomically; returns the path."""
         self._check_fitted()
         header = {
-            "input_shape": list(self.input_shape_), **self.config_, **self.scorer_.to_header(),
+            "input_shape": list(self.input_shape_), "image_shape": list(self.image_shape_),
+            **self.config_, **self.scorer_.to_header(),
             "classes": self.classes_, "threshold": self.threshold_,
             "threshold_method": self.threshold_method_, "preprocessing": self.preprocessing_,
             "history": None if self.history_ is None else dataclasses.asdict(self.history_),
@@ -281,7 +331,8 @@ class Detector(OutlierMixin, BaseEstimator):
         try:  # every check before the model is built for real
             skeleton = declared_model(header)
             weights = take_weights(skeleton, tensors)
-            scorer = Scorer.from_header(header.score, header.calibration, tensors, skeleton)
+            scorer = Scorer.from_header(header.score, header.calibration, tensors, skeleton,
+                                        header.image_shape)
             val_scores = take_val_scores(header, tensors)
             history = _history(header.raw_history)
         except ReconadError as exc:
@@ -296,6 +347,7 @@ class Detector(OutlierMixin, BaseEstimator):
                   loss=header.loss.model_dump(mode="json"),
                   score=header.score.model_dump(mode="json"), **params)
         det.model_, det.input_shape_ = network, header.input_shape
+        det.image_shape_, det._image_model = header.image_shape, None
         det.config_ = {"model": det.model, "loss": det.loss}
         det.scorer_, det.classes_ = scorer, header.classes
         det.history_, det.val_scores_ = history, val_scores

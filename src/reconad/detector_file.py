@@ -25,17 +25,24 @@ from typing import Any, get_args
 
 import torch
 
-from reconad.config import LossConfig, ModelConfig, ScoreConfig, ThresholdMethod, TrainConfig
+from reconad.config import (
+    LossConfig,
+    ModelConfig,
+    ScoreConfig,
+    ThresholdMethod,
+    TrainConfig,
+    check_crop,
+)
 from reconad.errors import ReconadError
 from reconad.files import atomic_file
 from reconad.models import Autoencoder, build_model
-from reconad.scorer import BANK_KEY
+from reconad.scorer import BANK_KEY, MAP_PREFIX
 
 FORMAT = "reconad-detector"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 # version 1: "score" is the kind string, no parts; 2: no score.complexity;
-# 3: no reconad.val_scores tensor.
-READABLE_VERSIONS = (1, 2, 3, 4)
+# 3: no reconad.val_scores tensor; 4: no image_shape (= input_shape), no score maps.
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 VAL_SCORES_KEY = "reconad.val_scores"
 MAX_HEADER_BYTES = 16 * 2**20
 MAX_CHANNELS, MAX_SIDE, MAX_PIXELS = 64, 16384, 2**26  # a sane image: (C, H, W) bounds
@@ -48,6 +55,7 @@ class Header:
 
     version: int
     input_shape: tuple[int, int, int]
+    image_shape: tuple[int, int, int]  # the scored images: input_shape, or larger (crops)
     model: ModelConfig
     loss: LossConfig
     score: ScoreConfig
@@ -133,11 +141,11 @@ def check_header(raw: dict, n_tensors: int) -> Header:
         except (KeyError, ValidationError, TypeError):
             raise ReconadError(f"header field {key} is missing or invalid") from None
 
-    shape = raw.get("input_shape")
-    if (not isinstance(shape, list) or len(shape) != 3 or not all(_is_int(s) for s in shape)
-            or min(shape) < 1 or shape[0] > MAX_CHANNELS or max(shape[1:]) > MAX_SIDE
-            or math.prod(shape) > MAX_PIXELS):
-        raise ReconadError(f"header field input_shape {shape!r} is not a sane (C, H, W)")
+    shape = _image_shape(raw, "input_shape")
+    image_shape = _image_shape(raw, "image_shape") if "image_shape" in raw else shape
+    if image_shape[0] != shape[0] or image_shape[1] < shape[1] or image_shape[2] < shape[2]:
+        raise ReconadError(f"header field image_shape {list(image_shape)} is not input_shape "
+                           f"{list(shape)} or larger images of its channels")
     model = section("model", ModelConfig)
     if max(len(model.hidden), len(model.channels)) > n_tensors:
         raise ReconadError("header field model declares more layers than the file has tensors")
@@ -157,12 +165,43 @@ def check_header(raw: dict, n_tensors: int) -> Header:
     method = raw.get("threshold_method", "fixed")
     if method not in get_args(ThresholdMethod):
         raise ReconadError(f"header field threshold_method {method!r} is not a known method")
+    score_cfg, params = section("score", ScoreConfig), _check_params(raw.get("params"))
+    _check_crop(params, model, score_cfg, shape, image_shape)
     return Header(
-        version=raw["format_version"], input_shape=tuple(shape), model=model,
-        loss=section("loss", LossConfig), score=section("score", ScoreConfig),
+        version=raw["format_version"], input_shape=shape, image_shape=image_shape,
+        model=model, loss=section("loss", LossConfig), score=score_cfg,
         calibration=raw.get("calibration"), classes=classes, threshold=float(threshold),
         threshold_method=method, preprocessing=check_preprocessing(raw.get("preprocessing")),
-        raw_history=raw.get("history"), params=_check_params(raw.get("params")))
+        raw_history=raw.get("history"), params=params)
+
+
+def _check_crop(params: dict, model: ModelConfig, score: ScoreConfig,
+                shape: tuple[int, int, int], image_shape: tuple[int, int, int]) -> None:
+    """A model trained on crops (``train.crop``) has crop-sized input; only it may score
+    larger images, and only with the scores patch training allows."""
+    crop = params["train"].crop if params else None
+    if crop is None:
+        if image_shape != shape:
+            raise ReconadError("header field image_shape differs from input_shape without "
+                               "params train.crop")
+        return
+    if shape[1:] != (crop, crop):
+        raise ReconadError(f"header field input_shape {list(shape)} is not the train.crop "
+                           f"{crop} of its params")
+    try:
+        check_crop(params["train"], model, score)
+    except ValueError as exc:
+        raise ReconadError(f"header fields contradict each other: {exc}") from None
+
+
+def _image_shape(raw: dict, key: str) -> tuple[int, int, int]:
+    """A sane (C, H, W) from the header field ``key``."""
+    shape = raw.get(key)
+    if (not isinstance(shape, list) or len(shape) != 3 or not all(_is_int(s) for s in shape)
+            or min(shape) < 1 or shape[0] > MAX_CHANNELS or max(shape[1:]) > MAX_SIDE
+            or math.prod(shape) > MAX_PIXELS):
+        raise ReconadError(f"header field {key} {shape!r} is not a sane (C, H, W)")
+    return tuple(shape)
 
 
 def _check_params(value: Any) -> dict:
@@ -233,7 +272,8 @@ def take_weights(skeleton: Autoencoder,
     weights = {k: tensors.pop(k) for k in list(tensors) if k in expected}
     if missing := sorted(set(expected) - set(weights)):
         raise ReconadError(f"tensor {missing[0]} of the declared model is missing")
-    if extra := sorted(set(tensors) - {BANK_KEY, VAL_SCORES_KEY}):
+    if extra := sorted(k for k in set(tensors) - {BANK_KEY, VAL_SCORES_KEY}
+                       if not k.startswith(MAP_PREFIX)):
         raise ReconadError(f"tensor {extra[0]} is not part of the declared model")
     for key, want in expected.items():
         got = weights[key]

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
 from reconad.errors import ReconadError
 
@@ -141,6 +142,41 @@ def sliding_window(
                 total[i, ..., t:t + patch, c:c + patch] += tile_out
     assert total is not None  # the grid is never empty: H, W >= patch
     return total / coverage(h, w, patch, stride).to(total)
+
+
+class TiledAutoencoder(nn.Module):
+    """An autoencoder trained on ``patch x patch`` crops, applied to larger images by
+    :func:`sliding_window` (stride ``patch // 2``): its reconstruction of an image is the
+    tile-averaged reconstruction of the overlapping tiles.
+
+    ``encode`` is the identity and ``decode`` the tiled reconstruction, so code that scores
+    by ``decode(encode(x))`` (the ``recon`` part) works unchanged; a code-based score (latent
+    kNN, class energy) has no meaning here and is refused by the config (``train.crop``).
+
+    Args:
+        model: an autoencoder whose ``input_shape`` is ``(C, patch, patch)``.
+        stride: step between tiles; None = ``patch // 2``.
+    """
+
+    def __init__(self, model: nn.Module, stride: int | None = None) -> None:
+        super().__init__()
+        self.model = model
+        _, self.patch, width = model.input_shape
+        if width != self.patch:
+            raise ReconadError(f"tiles are square; the model's input is {self.patch}x{width}")
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstructions ``(B, C, H, W)`` of images at least ``patch`` on each side."""
+        return sliding_window(self.model, x, self.patch, self.stride, batch_size=256)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The images themselves: a tiled model has no whole-image code."""
+        return x
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The tiled reconstruction of the images ``z`` (see :meth:`encode`)."""
+        return self.forward(z)
 
 
 def _check_patch(size: int, height: int, width: int) -> None:

@@ -31,6 +31,7 @@ from reconad.files import (
     write_json_atomic,
     write_text_atomic,
 )
+from reconad.localization import localization_metrics
 from reconad.metrics import group_stats
 from reconad.rundir import write_history, write_scores
 from reconad.scenarios import EvalSet, Splits, make_splits
@@ -148,6 +149,9 @@ def _run_in(config: Config, out: Path, tmp: Path | None, progress: bool, console
     if detector.history_.interrupted:
         console.print("[yellow]training interrupted: keeping the best model so far[/]")
 
+    if not splits.sets["dev"].is_anomaly.any():
+        console.print("the development set has no anomalies (the training data are all "
+                      "normal): only the quantile threshold can be computed")
     scores = {name: detector.anomaly_score(s.x) for name, s in splits.sets.items()}
     thresholds, set_metrics = evaluate_sets(scores, splits, detector.val_scores_,
                                             config.threshold)
@@ -167,6 +171,11 @@ def _run_in(config: Config, out: Path, tmp: Path | None, progress: bool, console
                                         np.full(len(splits.train), splits.train_group))},
     }
     metrics.update(set_metrics)  # one entry per evaluated set, thresholds chosen on dev
+    for name, s in splits.sets.items():  # sets whose images have defect masks
+        if s.masks is not None:
+            metrics[name]["localization"] = localization_metrics(
+                detector.anomaly_maps(s.x), s.masks, _kinds(s, dataset.class_names),
+                normal_group="normal", seed=config.seed)
 
     run_dir = None
     if tmp is not None:
@@ -176,6 +185,14 @@ def _run_in(config: Config, out: Path, tmp: Path | None, progress: bool, console
     else:
         metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
     return RunResult(run_dir=run_dir, metrics=metrics, detector=detector, sizes=sizes)
+
+
+def _kinds(s: EvalSet, class_names: tuple[str, ...] | None) -> np.ndarray:
+    """Each image's group for the localisation metrics: ``normal`` or its defect kind's name."""
+    if class_names is None:
+        return s.group
+    return np.array(["normal" if not a else class_names[lab] if 0 <= lab < len(class_names)
+                     else g for a, lab, g in zip(s.is_anomaly, s.label, s.group, strict=True)])
 
 
 def _describe_sizes(sizes: dict) -> str:
@@ -198,7 +215,8 @@ def _write_run(tmp: Path, config: Config, detector: Detector, splits: Splits,
     write_json_atomic(tmp / "splits.json", sizes)
     write_history(tmp / "history.csv", detector.history_.rows)
     write_scores(tmp / "scores.csv", splits.sets, scores, detector.threshold_)
-    _write_samples(tmp / "samples.npz", detector, splits.sets["eval"], scores["eval"], config.seed)
+    _write_samples(tmp / "samples.npz", detector, splits.sets["eval"], scores["eval"], config.seed,
+                   splits.val)
     metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
     write_json_atomic(tmp / "metrics.json", metrics)
     if not report:
@@ -209,7 +227,7 @@ def _write_run(tmp: Path, config: Config, detector: Detector, splits: Splits,
 
 
 def _write_samples(path: Path, detector: Detector, eval_set: EvalSet, scores: np.ndarray,
-                   seed: int) -> None:
+                   seed: int, val: np.ndarray) -> None:
     """Images, reconstructions and error maps for the report's picture grids."""
     rng = np.random.default_rng(seed)
     picks, kinds = [], []
@@ -224,11 +242,18 @@ def _write_samples(path: Path, detector: Detector, eval_set: EvalSet, scores: np
     kinds += ["top"] * len(top) + ["bottom"] * len(bottom)
     idx = np.asarray(picks, dtype=np.int64)
     images = eval_set.x[idx]
+    extra = {}
+    if eval_set.masks is not None:  # defect masks and the outline threshold of the overlays
+        extra = {"masks": eval_set.masks[idx],
+                 "map_threshold": np.float64(np.quantile(detector.anomaly_maps(val), 0.99))}
+    maps = (detector.anomaly_maps(images) if detector.scorer_.config.map != "none"
+            else detector.error_maps(images))
     np.savez_compressed(
         path,
+        **extra,
         images=images.astype(np.float32),
         reconstructions=detector.reconstruct(images).astype(np.float32),
-        error_maps=detector.error_maps(images).astype(np.float32),
+        error_maps=maps.astype(np.float32),
         scores=scores[idx].astype(np.float64),
         groups=eval_set.group[idx].astype(str),
         labels=eval_set.label[idx].astype(np.int64),

@@ -33,6 +33,9 @@ SAMPLE_KEYS = ("images", "reconstructions", "error_maps", "scores", "groups", "l
                "sets", "kinds")
 # The evaluated sets in the order a reader meets them; any other set name comes after.
 SET_ORDER = ("dev", "eval", "final")
+# Runs on defect data (masks) also keep the defect masks (K, H, W) bool and the map value whose
+# outline the overlays draw (the 99th percentile of the normal validation maps).
+SAMPLE_DEFECT_KEYS = ("masks", "map_threshold")
 
 _RERUN = "run `reconad run` again to recreate the run directory"
 
@@ -198,6 +201,7 @@ def read_samples(run_dir: Path) -> dict[str, np.ndarray] | None:
             if missing:
                 raise ReconadError(f"{path} lacks the array(s) {', '.join(missing)}; {_RERUN}")
             data = {k: npz[k] for k in SAMPLE_KEYS}
+            data.update({k: npz[k] for k in SAMPLE_DEFECT_KEYS if k in npz.files})
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise ReconadError(f"{path} is not a readable .npz file ({exc}); {_RERUN}") from None
     n = len(data["images"])
@@ -209,6 +213,12 @@ def read_samples(run_dir: Path) -> dict[str, np.ndarray] | None:
     if bad or data["error_maps"].shape != (n, *data["images"].shape[2:]):
         raise ReconadError(f"{path}: arrays {', '.join(bad) or 'error_maps'} do not match the "
                            f"{n} images (K, H, W); {_RERUN}")
+    if set(SAMPLE_DEFECT_KEYS) & set(data) and (
+            set(SAMPLE_DEFECT_KEYS) - set(data) or data["masks"].shape != data["error_maps"].shape
+            or data["masks"].dtype != bool or data["map_threshold"].shape != ()
+            or not np.isfinite(data["map_threshold"])):
+        raise ReconadError(f"{path}: masks must be bool (K, H, W) beside a finite scalar "
+                           f"map_threshold; {_RERUN}")
     for k in ("groups", "ids", "sets", "kinds"):
         data[k] = data[k].astype(str)
     return data

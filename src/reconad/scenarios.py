@@ -49,6 +49,8 @@ class EvalSet:
         group: (N,) str: "normal", "class 8", "gaussian 0.2", "planted class 3", ...
         label: (N,) int64 original class, -1 when unknown.
         ids: (N,) str stable image ids: "test:123", "train:57", "test:123+gaussian".
+        masks: (N, H, W) bool defect pixels when the data has masks (a defect dataset), else
+            None. Normal images have empty masks, a corrupted copy a full one.
     """
 
     x: np.ndarray
@@ -56,6 +58,7 @@ class EvalSet:
     group: np.ndarray
     label: np.ndarray
     ids: np.ndarray
+    masks: np.ndarray | None = None
 
     def sizes(self) -> dict[str, int]:
         """Number of images in each group, in order of first appearance."""
@@ -119,6 +122,9 @@ def make_splits(dataset: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
     """
     cfg = resolve_class_names(cfg, dataset)
     splits = _SCENARIOS[cfg.kind](dataset, cfg, seed)
+    if dataset.masks is not None:
+        splits = replace(splits, sets={name: replace(s, masks=_masks_of(s.ids, dataset))
+                                       for name, s in splits.sets.items()})
     if dataset.train_index is None and dataset.test_index is None:
         return splits
     sets = {name: replace(s, ids=_source_ids(s.ids, dataset)) for name, s in splits.sets.items()}
@@ -177,6 +183,20 @@ def resolve_class_names(cfg: ScenarioConfig, dataset: Dataset) -> ScenarioConfig
             raise ReconadError(f"classes {both} are both normal and anomalous; check "
                                "scenario.normal and the anomaly classes")
     return cfg
+
+
+def _masks_of(ids: np.ndarray, dataset: Dataset) -> np.ndarray:
+    """The defect masks (N, H, W) of the images ``ids`` ("test:12", "train:3", "...+noise")
+    name: the test image's own mask, none for a training image, all pixels for a copy."""
+    masks = np.zeros((len(ids), *dataset.image_shape[1:]), dtype=bool)
+    for i, image_id in enumerate(ids.tolist()):
+        origin, _, rest = image_id.partition(":")
+        number, plus, _ = rest.partition("+")
+        if plus:
+            masks[i] = True
+        elif origin == "test":
+            masks[i] = dataset.masks[int(number)]
+    return masks
 
 
 def _source_ids(ids: np.ndarray, dataset: Dataset) -> np.ndarray:
@@ -253,11 +273,15 @@ def _one_class(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
                                     _rng(seed, "val"), "scenario.val_fraction",
                                     "normal training images")
     # Development anomalies: other classes' TRAINING images, so the test set stays untouched.
-    picked = _draw_share(_where(train_y, others), train_y, "scenario.dev_anomaly_fraction",
-                         cfg.dev_anomaly_fraction, len(val_idx), _rng(seed, "dev anomalies"),
-                         "training images of the other classes (development anomalies)")
-    dev = _concat(_normals(data.train_x, train_y, val_idx, "train"),
-                  _by_class(data.train_x, train_y, picked, "train", "class "))
+    # A defect dataset (MVTec AD) trains on good images only: its dev set is the validation
+    # normals alone, and only the quantile threshold can be computed.
+    dev = _normals(data.train_x, train_y, val_idx, "train")
+    if data.masks is None or len(_where(train_y, others)):
+        picked = _draw_share(_where(train_y, others), train_y, "scenario.dev_anomaly_fraction",
+                             cfg.dev_anomaly_fraction, len(val_idx),
+                             _rng(seed, "dev anomalies"),
+                             "training images of the other classes (development anomalies)")
+        dev = _concat(dev, _by_class(data.train_x, train_y, picked, "train", "class "))
 
     test_normal, test_other = _where(test_y, cfg.normal), _where(test_y, others)
     if not len(test_normal) or not len(test_other):
@@ -461,5 +485,7 @@ def _by_class(x: np.ndarray, labels: np.ndarray, idx: np.ndarray, origin: str, p
 
 
 def _concat(*parts: EvalSet) -> EvalSet:
+    masks = None if any(p.masks is None for p in parts) else np.concatenate(
+        [p.masks for p in parts])
     return EvalSet(*(np.concatenate([getattr(p, f) for p in parts])
-                     for f in ("x", "is_anomaly", "group", "label", "ids")))
+                     for f in ("x", "is_anomaly", "group", "label", "ids")), masks)

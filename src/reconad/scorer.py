@@ -28,10 +28,28 @@ import torch
 
 from reconad.config import ScoreConfig
 from reconad.errors import ReconadError
+from reconad.maps import MapNormalizer, reduce_map
 from reconad.models import Autoencoder
-from reconad.scoring import Calibration, latent_codes, score_parts
+from reconad.scoring import Calibration, latent_codes, map_images, score_parts
 
 BANK_KEY = "reconad.knn_bank"  # the latent_knn training codes, beside the model weights
+# score.standardize: per-pixel-position mean and std of the normal validation maps, (H, W),
+# one pair per map component (``reconad.map_mean.ssim``, ...).
+MAP_PREFIX = "reconad.map_"
+
+
+def map_components(config: ScoreConfig) -> list[str]:
+    """The maps ``score.map`` is made of: ``ssim+squared`` -> ``[ssim, squared]``; the
+    ``score.kind`` error map (``loss:KIND``) for ``none``."""
+    return [f"loss:{config.kind}"] if config.map == "none" else config.map.split("+")
+
+
+def map_tensor_keys(config: ScoreConfig) -> set[str]:
+    """Names of the standardisation tensors a score saves (none unless it standardises)."""
+    if config.map == "none" or not config.standardize:
+        return set()
+    return {f"{MAP_PREFIX}{stat}.{kind}" for kind in map_components(config)
+            for stat in ("mean", "std")}
 
 
 class Scorer:
@@ -44,10 +62,12 @@ class Scorer:
     """
 
     def __init__(self, config: ScoreConfig, bank: torch.Tensor | None = None,
-                 calibration: Calibration | None = None) -> None:
+                 calibration: Calibration | None = None,
+                 normalizers: dict[str, MapNormalizer] | None = None) -> None:
         self.config = config
         self.bank = bank
         self.calibration = calibration
+        self.normalizers = normalizers
 
     @property
     def calibrated(self) -> bool:
@@ -75,11 +95,35 @@ class Scorer:
         self.calibration = None
         if self.calibrated:
             self.calibration = Calibration.fit(self.parts(model, val_images))
+        self.normalizers = None
+        if map_tensor_keys(self.config):
+            self.normalizers = {kind: MapNormalizer().fit(maps)
+                                for kind, maps in self._raw_maps(model, val_images).items()}
         return self
+
+    def _raw_maps(self, model: Autoencoder, x: np.ndarray) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        return map_images(model, x, map_components(cfg), cfg.ssim_window, cfg.smooth_sigma)
+
+    def maps(self, model: Autoencoder, x: np.ndarray) -> np.ndarray:
+        """Anomaly maps of ``x`` (N, C, H, W): (N, H, W) float32, higher = more anomalous.
+
+        ``score.map`` smoothed by ``score.smooth_sigma`` and standardised per position when
+        ``score.standardize`` (a combined map such as ``ssim+squared`` is the mean of its
+        standardised components); with ``score.map=none`` the per-pixel ``score.kind`` error.
+        """
+        raw = self._raw_maps(model, x)
+        if self.normalizers is not None:
+            raw = {kind: self.normalizers[kind].transform(m) for kind, m in raw.items()}
+        parts = list(raw.values())
+        return (parts[0] if len(parts) == 1 else torch.stack(parts).mean(dim=0)).numpy()
 
     def parts(self, model: Autoencoder, x: np.ndarray) -> dict[str, np.ndarray]:
         """Each part's raw score of ``x`` (N, C, H, W): ``{part: (N,) float64}``."""
         cfg = self.config
+        if cfg.map != "none":  # the config allows no other part beside a map
+            maps = torch.from_numpy(self.maps(model, x))
+            return {"recon": reduce_map(maps, cfg.reduction, cfg.topk).double().numpy()}
         return score_parts(model, x, cfg.parts, cfg.kind, self.bank, cfg.knn_k, cfg.complexity)
 
     def score(self, model: Autoencoder, x: np.ndarray) -> np.ndarray:
@@ -98,14 +142,21 @@ class Scorer:
                 "calibration": None if cal is None else {"mean": cal.mean, "std": cal.std}}
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """The tensors to save beside the weights: the kNN bank, if any."""
-        return {} if self.bank is None else {BANK_KEY: self.bank.contiguous()}
+        """The tensors to save beside the weights: the kNN bank and the map standardisation,
+        if any."""
+        out = {} if self.bank is None else {BANK_KEY: self.bank.contiguous()}
+        for kind, normalizer in (self.normalizers or {}).items():
+            state = normalizer.state_dict()
+            out.update({f"{MAP_PREFIX}{stat}.{kind}": state[stat] for stat in ("mean", "std")})
+        return out
 
     @classmethod
     def from_header(cls, config: ScoreConfig, calibration: Any, tensors: dict[str, torch.Tensor],
-                    model: Autoencoder) -> Scorer:
+                    model: Autoencoder, image_shape: tuple[int, int, int] | None = None
+                    ) -> Scorer:
         """A scorer from a detector file's ``score`` config, ``calibration`` entry and its
-        tensors (the bank is taken out of ``tensors``), checked against ``model``.
+        tensors (the bank and map statistics are taken out of ``tensors``), checked against
+        ``model`` and the scored images' ``image_shape`` (default: the model's input).
 
         Raises:
             ReconadError: one line naming the inconsistent entry (the caller adds the file).
@@ -129,7 +180,34 @@ class Scorer:
             raise ReconadError("it holds a latent_knn bank but its score has no latent_knn part")
         if scorer.calibrated:
             scorer.calibration = _calibration(calibration, config.parts)
+        scorer.normalizers = _normalizers(tensors, config, image_shape or model.input_shape)
         return scorer
+
+
+def _normalizers(tensors: dict[str, torch.Tensor], config: ScoreConfig,
+                 image_shape: tuple[int, ...]) -> dict[str, MapNormalizer] | None:
+    """The map standardisation taken out of ``tensors``: float32 (H, W) finite means and
+    positive finite stds for each map component, present exactly when the score
+    standardises a map."""
+    found = {key: tensors.pop(key) for key in list(tensors) if key.startswith(MAP_PREFIX)}
+    wanted = map_tensor_keys(config)
+    if extra := sorted(set(found) - wanted):
+        raise ReconadError(f"it holds map statistics {extra[0]} its score does not use")
+    if not wanted:
+        return None
+    size = tuple(image_shape[1:])
+    for key in sorted(wanted):
+        t = found.get(key)
+        if t is None or t.dtype != torch.float32 or tuple(t.shape) != size:
+            got = "missing" if t is None else f"{t.dtype} {tuple(t.shape)}"
+            raise ReconadError(f"its {key} is {got}, the images need float32 {size}")
+        if not torch.isfinite(t).all():
+            raise ReconadError(f"its {key} holds NaN or infinite values")
+        if key.startswith(f"{MAP_PREFIX}std.") and not (t > 0).all():
+            raise ReconadError(f"its {key} has values <= 0")
+    return {kind: MapNormalizer.from_state_dict({
+        stat: found[f"{MAP_PREFIX}{stat}.{kind}"] for stat in ("mean", "std")})
+        for kind in map_components(config)}
 
 
 def _calibration(entry: Any, parts: list[str]) -> Calibration:

@@ -45,14 +45,45 @@ CHUNK = 256
 TV_FLOOR = 1e-3
 
 
-def _chunks(x: np.ndarray) -> Iterator[tuple[torch.Tensor, int]]:
-    """(a (CHUNK, C, H, W) float32 batch, how many of its images are real) over ``x``."""
-    for start in range(0, len(x), CHUNK):
-        part = np.ascontiguousarray(x[start : start + CHUNK], dtype=np.float32)
+def _chunks(x: np.ndarray, size: int = CHUNK) -> Iterator[tuple[torch.Tensor, int]]:
+    """(a (size, C, H, W) float32 batch, how many of its images are real) over ``x``."""
+    for start in range(0, len(x), size):
+        part = np.ascontiguousarray(x[start : start + size], dtype=np.float32)
         n = len(part)
-        if n < CHUNK:
-            part = np.concatenate([part, np.repeat(part[:1], CHUNK - n, axis=0)])
+        if n < size:
+            part = np.concatenate([part, np.repeat(part[:1], size - n, axis=0)])
         yield torch.from_numpy(part), n
+
+
+# Pixel values per pass of the map scores: large images (an SSIM map of a 1024x1024 photo
+# needs several image-sized buffers) come in fewer images per pass, small ones in CHUNK.
+MAP_CHUNK_VALUES = 2**22
+
+
+@torch.no_grad()
+def map_images(model: Autoencoder, x: np.ndarray, kinds: list[str], ssim_window: int = 11,
+               smooth_sigma: float = 0.0) -> dict[str, torch.Tensor]:
+    """Per-pixel anomaly maps of ``x`` (N, C, H, W) against the model's reconstructions,
+    ``{kind: (N, H, W) float32}``, higher = more anomalous; one reconstruction for all kinds.
+
+    A kind is a :func:`reconad.maps.anomaly_map` kind (``squared``, ``absolute``, ``ssim``)
+    or a loss kind (``mse``, ``l1``, ``bce``, ``ssim``) of :func:`reconad.losses.error_map`
+    when prefixed ``loss:``; ``smooth_sigma`` > 0 smooths each map (Gaussian, pixels).
+    """
+    from reconad.maps import anomaly_map, gaussian_smooth
+
+    model.eval()
+    size = max(1, min(CHUNK, MAP_CHUNK_VALUES // max(1, int(np.prod(x.shape[1:])))))
+    out: dict[str, list[torch.Tensor]] = {kind: [] for kind in kinds}
+    for batch, n in _chunks(x, size):
+        x_hat = model(batch)
+        for kind in kinds:
+            if kind.startswith("loss:"):
+                maps = error_map(kind[5:], x_hat, batch)
+            else:
+                maps = anomaly_map(batch, x_hat, kind, ssim_window=ssim_window)
+            out[kind].append(gaussian_smooth(maps, smooth_sigma)[:n])
+    return {kind: torch.cat(v) if v else torch.empty((0, *x.shape[2:])) for kind, v in out.items()}
 
 
 @torch.no_grad()

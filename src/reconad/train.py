@@ -30,6 +30,7 @@ from reconad.corruptions import corrupt
 from reconad.errors import ReconadError
 from reconad.files import atomic_file
 from reconad.losses import loss_from_config
+from reconad.patches import random_crops
 
 EVAL_BATCH = 2048  # images per forward pass when only evaluating (no activations kept)
 
@@ -135,6 +136,8 @@ def _train_epoch(model, x, y, loss_fn, class_weight: float, optimizer, cfg: Trai
     for start in range(0, len(order), cfg.batch_size):  # the pool may be shorter than x
         batch = order[start : start + cfg.batch_size]
         target = x[batch]  # (B, C, H, W)
+        if cfg.crop is not None:  # patch training: one random crop of each image
+            target = random_crops(target, cfg.crop, generator)  # (B, C, crop, crop)
         if cfg.augment_rotation or cfg.augment_zoom or cfg.augment_shift:
             target = augment_batch(
                 target, cfg.augment_rotation, cfg.augment_zoom, cfg.augment_shift, generator

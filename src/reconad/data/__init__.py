@@ -27,6 +27,9 @@ class Dataset:
     class_names: tuple[str, ...] | None = None
     """Name of each label value (folder names, text labels, a named dataset's classes), so a
     config may select classes by name; None when the labels are plain numbers."""
+    masks: np.ndarray | None = None
+    """bool ``(N_test, H, W)`` defect masks of the test images (True = defect pixel; all False
+    for normal images) when the source has them (a defect dataset folder), else None."""
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -56,10 +59,17 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
     >>> ds = load_dataset(DataConfig(source="mnist", max_train=600, max_test=100), seed=0)
     ... # doctest: +SKIP
     """
+    from reconad.data.mvtec import is_defect_layout
     from reconad.data.sources import SOURCES, load_named
     from reconad.data.user import load_user, prepare
 
-    if cfg.source.lower() in SOURCES:
+    masks = None
+    if cfg.source.lower() not in SOURCES and is_defect_layout(cfg.source):
+        if cfg.test_source is not None:
+            raise ReconadError(f"data.source {cfg.source} is a defect dataset with its own test "
+                               "images; remove data.test_source")
+        name, train_x, train_y, test_x, test_y, masks, class_names = _load_defects(cfg, seed)
+    elif cfg.source.lower() in SOURCES:
         if cfg.test_source is not None:
             raise ReconadError(
                 f"data.test_source is for your own data; {cfg.source} has its own test set: "
@@ -106,9 +116,34 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
     if cfg.max_test is not None and cfg.max_test < len(test_x):
         keep = stratified_sample(len(test_x), test_y, cfg.max_test, seed=[seed, 2])
         test_x, test_y = test_x[keep], None if test_y is None else test_y[keep]
+        masks = None if masks is None else masks[keep]
         test_index = keep
     return Dataset(name, train_x, train_y, test_x, test_y, train_index, test_index,
-                   class_names)
+                   class_names, masks)
+
+
+def _load_defects(cfg: DataConfig, seed: int) -> tuple:
+    """(name, train_x, train_y, test_x, test_y, test masks, class names) of a defect dataset
+    folder (:mod:`reconad.data.mvtec`). Class 0 is ``good``, then the defect kinds, sorted.
+    The MVTec AD layout keeps its own split; the plain layout's good images are split by
+    ``cfg.test_fraction`` and every defective image is a test image."""
+    from reconad.data.mvtec import NORMAL_KIND, read_defect_dataset
+
+    data = read_defect_dataset(cfg.source, cfg.resize, cfg.grayscale)
+    class_names = (NORMAL_KIND, *sorted(set(data.kinds.tolist()) - {NORMAL_KIND}))
+    labels = np.array([class_names.index(k) for k in data.kinds.tolist()], dtype=np.int64)
+    train = data.train.copy()
+    if not train.any():  # plain layout: hold out test_fraction of the good images
+        good = np.flatnonzero(labels == 0)
+        if len(good) < 2:
+            raise ReconadError(f"{cfg.source} has {len(good)} good image(s); a defect dataset "
+                               "needs good images to train on")
+        kept, _ = split_indices(None, len(good), cfg.test_fraction, seed)
+        train[good[kept]] = True
+    x = data.float_images()
+    name = Path(cfg.source).expanduser().resolve().name
+    return (name, x[train], labels[train], x[~train], labels[~train], data.masks[~train],
+            class_names)
 
 
 def split_indices(

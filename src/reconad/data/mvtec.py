@@ -67,6 +67,14 @@ class DefectDataset:
                              self.ids[keep], self.train[keep])
 
 
+def is_defect_layout(root: str | Path) -> bool:
+    """Whether ``root`` is a folder in the MVTec AD layout (``train/good`` and ``test``) or the
+    plain layout (``images`` and ``masks``), so that it is read with its masks."""
+    root = Path(root).expanduser()
+    return ((root / "train" / NORMAL_KIND).is_dir() and (root / "test").is_dir()) or (
+        (root / "images").is_dir() and (root / "masks").is_dir())
+
+
 def read_defect_dataset(
     root: str | Path, resize: tuple[int, int] | None = None, grayscale: bool = False
 ) -> DefectDataset:

@@ -142,7 +142,27 @@ def _set_section(run: Run, set_name: str, figures: list[ReportFigure]) -> str:
             f'<small>({_e(set_name)})</small></h2><div class="cards">{cards}</div>{note}'
             f"<h3>Every threshold on this set</h3>{_metrics_table(run.metrics, set_name, chosen)}"
             f"<h3>Score per group</h3>{_groups_table(m.get('groups') or {}, set_name)}"
+            f"{_localization_html(m.get('localization'), set_name)}"
             f"{figures_html(figures)}</section>")
+
+
+def _localization_html(loc: Any, set_name: str) -> str:
+    """Pixel AUROC and PRO of the set's anomaly maps, overall and per defect kind ('' when the
+    set has no defect masks)."""
+    if not isinstance(loc, dict):
+        return ""
+    rows = [("all images", loc)] + [
+        (kind, v) for kind, v in (loc.get("groups") or {}).items() if isinstance(v, dict)]
+    body = "".join(
+        f"<tr><td>{_e(kind)}</td>" + "".join(
+            f'<td data-set="{_e(set_name)}" data-localization="{_e(kind)}" data-field="{k}">'
+            f"{format_number(v.get(k))}</td>"
+            for k in ("pixel_auroc", "pro", "n_images", "n_regions")) + "</tr>"
+        for kind, v in rows)
+    return (f"<h3>Defect localisation (anomaly maps against the masks)</h3><table><thead><tr>"
+            f"<th>defect kind</th><th>pixel AUROC</th><th>PRO (FPR &le; "
+            f"{format_number(loc.get('pro_max_fpr'))})</th><th>images</th><th>defect regions"
+            f"</th></tr></thead><tbody>{body}</tbody></table>")
 
 
 def _splits_html(splits: dict[str, Any] | None) -> str:

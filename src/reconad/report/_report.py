@@ -19,6 +19,7 @@ import numpy as np
 from reconad.files import write_text_atomic
 from reconad.report._curves import precision_recall_curve, roc_curve
 from reconad.report._html import SET_TITLES, ReportFigure, format_number, render_report
+from reconad.report._overlays import defect_overlays
 from reconad.report._pictures import gallery, reconstructions
 from reconad.report._plots import (
     class_boxplot,
@@ -27,6 +28,8 @@ from reconad.report._plots import (
     score_distributions,
 )
 from reconad.rundir import Run, Scores, read_run
+
+OVERLAYS = 8  # highest-scored images drawn with their anomaly maps
 
 
 def _thresholds(metrics: dict[str, Any], set_name: str) -> dict[str, float]:
@@ -118,6 +121,16 @@ def _sample_plots(samples: dict[str, np.ndarray], out: Path, normal: str) -> lis
                        title="Evaluation set: most anomalous and most normal images")
         figures.append(ReportFigure(path, "Highest- and lowest-scoring images of the evaluation "
                                     "set with score, label and id.", "pictures"))
+    top = np.flatnonzero(kinds == "top")[:OVERLAYS]
+    if "masks" in samples and top.size:
+        path = defect_overlays(samples["images"][top], samples["error_maps"][top],
+                               samples["masks"][top], samples["scores"][top],
+                               float(samples["map_threshold"]), out / "overlays.png",
+                               ids=samples["ids"][top])
+        figures.append(ReportFigure(path, "Highest-scoring images of the evaluation set: the "
+                                    "anomaly map over the image, the outline of the map above "
+                                    "the 99th percentile of the normal validation maps "
+                                    "(solid) and of the true defect (dashed).", "pictures"))
     return figures
 
 
