@@ -179,6 +179,11 @@ class TrainConfig(_Section):
     """Random shift up to this fraction of the image size, horizontally and vertically."""
     threads: Annotated[int, Field(ge=1)] | None = None
     """Torch CPU threads; None = all cores."""
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    """Where to train and score: ``auto`` = cuda if available, else mps, else cpu."""
+    amp: bool | Literal["auto"] = "auto"
+    """Mixed precision (bfloat16, else float16 with loss scaling) for training on CUDA;
+    ``auto`` = on for CUDA. Never used on the CPU."""
 
 
 ScorePart = Literal["recon", "latent_knn", "class_energy"]

@@ -47,6 +47,7 @@ from reconad.detector_file import (
     take_weights,
     write_detector_file,
 )
+from reconad.device import resolve_device
 from reconad.errors import ReconadError
 from reconad.images import as_images
 from reconad.models import build_model
@@ -83,6 +84,9 @@ class Detector(OutlierMixin, BaseEstimator):
         val_fraction: fraction of ``X`` held out for early stopping when ``fit`` gets no X_val.
         seed: seeds weight init, batch order and augmentation.
         progress: show a progress bar while training.
+        device: where to train and score (``auto``, ``cpu``, ``cuda``, ``mps``); None uses
+            ``train.device`` (default ``auto``: cuda, else mps, else cpu). Scores come back as
+            NumPy arrays on any device.
 
     Fitted attributes (the same after :meth:`fit` and after :meth:`load`): ``model_`` (the
     :class:`~reconad.models.Autoencoder`), ``input_shape_``, ``config_`` (model and loss
@@ -92,7 +96,7 @@ class Detector(OutlierMixin, BaseEstimator):
     ``threshold_``, ``threshold_method_``, ``preprocessing_`` (how raw images were
     resized/greyed before training; ``reconad score`` applies the same). Files of format
     version 3 and older load with ``val_scores_`` and ``history_`` None. Pixels are float32 in
-    [0, 1]; uint8 is divided by 255.
+    [0, 1]; uint8 is divided by 255. ``device_`` is the torch device ``model_`` is on.
     """
 
     def __init__(
@@ -105,6 +109,7 @@ class Detector(OutlierMixin, BaseEstimator):
         val_fraction: float = 0.1,
         seed: int = 0,
         progress: bool = False,
+        device: str | None = None,
     ) -> None:
         self.model = model
         self.loss = loss
@@ -114,6 +119,7 @@ class Detector(OutlierMixin, BaseEstimator):
         self.val_fraction = val_fraction
         self.seed = seed
         self.progress = progress
+        self.device = device
 
     # ------------------------------------------------------------------ fitting
 
@@ -140,6 +146,10 @@ class Detector(OutlierMixin, BaseEstimator):
         model_cfg = _section(self.model, ModelConfig, "model")
         loss_cfg = _section(self.loss, LossConfig, "loss")
         train_cfg = _section(self.train, TrainConfig, "train")
+        if self.device is not None:
+            train_cfg = _section({**train_cfg.model_dump(), "device": self.device},
+                                 TrainConfig, "train")
+        device = resolve_device(train_cfg.device)  # before any work: a one-line error
         scorer = Scorer(_score_config(self.score))
         if not 0.0 < self.quantile < 1.0:
             raise ReconadError(f"quantile must be between 0 and 1 (exclusive); got {self.quantile}")
@@ -163,7 +173,7 @@ class Detector(OutlierMixin, BaseEstimator):
         scorer.check_model(network)  # before training, not after
         self.history_: History | None = fit_model(
             network, x, xv, loss_cfg, train_cfg, self.seed, self.progress, y_idx, checkpoint)
-        self.model_ = network
+        self.model_, self.device_ = network, device
         self.input_shape_ = tuple(int(s) for s in x.shape[1:])
         self.config_ = {"model": model_cfg.model_dump(mode="json"),
                         "loss": loss_cfg.model_dump(mode="json")}
@@ -267,16 +277,21 @@ class Detector(OutlierMixin, BaseEstimator):
                        "quantile": self.quantile, "val_fraction": self.val_fraction,
                        "seed": self.seed},
         }
-        tensors = {**self.model_.state_dict(), **self.scorer_.tensors()}
+        weights = {key: value.cpu() for key, value in self.model_.state_dict().items()}
+        tensors = {**weights, **self.scorer_.tensors()}
         if self.val_scores_ is not None:
             tensors[VAL_SCORES_KEY] = torch.from_numpy(
                 np.ascontiguousarray(self.val_scores_, dtype=np.float64))
         return write_detector_file(path, header, tensors)
 
     @classmethod
-    def load(cls, path: str | Path) -> Detector:
+    def load(cls, path: str | Path, device: str | None = None) -> Detector:
         """Load a detector written by :meth:`save`. The file is untrusted input: damaged,
-        edited or hostile files are refused with one line naming the problem."""
+        edited or hostile files are refused with one line naming the problem.
+
+        ``device`` is where it scores (``auto``, ``cpu``, ``cuda``, ``mps``; None = auto),
+        whatever device it was trained on."""
+        target = resolve_device(device)
         header, tensors = read_detector_file(path)
         try:  # every check before the model is built for real
             skeleton = declared_model(header)
@@ -289,13 +304,13 @@ class Detector(OutlierMixin, BaseEstimator):
                                "re-create it with `reconad run` or Detector.save()") from None
         network = build_model(header.model, header.input_shape, len(header.classes))
         network.load_state_dict(weights)
-        network.eval()
+        network.to(target).eval()
         params = {k: v.model_dump(mode="json") if k == "train" else v
                   for k, v in header.params.items()}
         det = cls(model=header.model.model_dump(mode="json"),
                   loss=header.loss.model_dump(mode="json"),
-                  score=header.score.model_dump(mode="json"), **params)
-        det.model_, det.input_shape_ = network, header.input_shape
+                  score=header.score.model_dump(mode="json"), device=device, **params)
+        det.model_, det.input_shape_, det.device_ = network, header.input_shape, target
         det.config_ = {"model": det.model, "loss": det.loss}
         det.scorer_, det.classes_ = scorer, header.classes
         det.history_, det.val_scores_ = history, val_scores
