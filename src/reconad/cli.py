@@ -58,6 +58,9 @@ def run_command(
     config = load_config(source, items)
     if resume and out is None:
         raise ReconadError("--resume needs --out: the run directory to continue")
+    from reconad.device import resolve_device
+
+    resolve_device(config.train.device)  # an unavailable device fails now, not after loading
     result = run(config, out, progress=not quiet, overwrite=overwrite, resume=resume)
     print_summary(result.metrics)
     typer.echo(f"run written to {result.run_dir}")
