@@ -277,7 +277,8 @@ class Detector(OutlierMixin, BaseEstimator):
                        "quantile": self.quantile, "val_fraction": self.val_fraction,
                        "seed": self.seed},
         }
-        weights = {key: value.cpu() for key, value in self.model_.state_dict().items()}
+        weights = {key: value.cpu().contiguous()  # conv weights are kept channels-last
+                   for key, value in self.model_.state_dict().items()}
         tensors = {**weights, **self.scorer_.tensors()}
         if self.val_scores_ is not None:
             tensors[VAL_SCORES_KEY] = torch.from_numpy(
