@@ -148,6 +148,13 @@ def _train_epoch(model, x, y, loss_fn, class_weight: float, optimizer, cfg: Trai
     model.train()
     device, dtype, scaler = precision or (torch.device("cpu"), None, grad_scaler(
         torch.device("cpu"), None))
+
+    def full_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The loss in float32 even under autocast (SSIM's convolutions included)."""
+        if dtype is None:
+            return loss_fn(x_hat, x)
+        with torch.autocast(device.type, enabled=False):
+            return loss_fn(x_hat.float(), x.float())
     order = torch.randperm(len(x) if pool is None else len(pool), generator=generator)
     if pool is not None:
         order = pool[order]
@@ -166,8 +173,7 @@ def _train_epoch(model, x, y, loss_fn, class_weight: float, optimizer, cfg: Trai
         target = inputs if inputs is target else to_device(target, device)
         with autocast(device, dtype):
             code = model.encode(inputs)
-            per_image = _reconstruction_loss(  # (B,), float32 even under autocast
-                model, code, target, lambda r, t: loss_fn(r.float(), t))
+            per_image = _reconstruction_loss(model, code, target, full_loss)  # (B,) float32
             loss = per_image.mean()
             if cfg.l1_latent:
                 loss = loss + cfg.l1_latent * code.float().abs().mean()
