@@ -189,7 +189,7 @@ def test_get_params_set_params_and_clone():
     params = det.get_params()
     assert params["model"] == {"kind": "dense", "latent": 3} and params["seed"] == 4
     assert set(params) == {"model", "loss", "train", "score", "quantile", "val_fraction",
-                           "seed", "progress"}
+                           "seed", "progress", "device"}
     assert det.set_params(seed=9, quantile=0.9) is det and det.get_params()["seed"] == 9
     twin = clone(det)
     assert twin is not det and twin.get_params() == det.get_params()
@@ -240,9 +240,9 @@ def test_fit_and_load_give_the_same_fitted_attributes(tiny_images, tmp_path):
     fit_state, load_state = _fitted_state(det), _fitted_state(loaded)
     assert set(fit_state) == set(load_state) == {
         "model_", "input_shape_", "image_shape_", "config_", "scorer_", "classes_", "history_",
-        "val_scores_", "threshold_", "threshold_method_", "preprocessing_"}
+        "val_scores_", "threshold_", "threshold_method_", "preprocessing_", "device_"}
     for key in ("input_shape_", "image_shape_", "config_", "classes_", "history_", "threshold_",
-                "threshold_method_", "preprocessing_"):
+                "threshold_method_", "preprocessing_", "device_"):
         assert load_state[key] == fit_state[key], key
     assert loaded.preprocessing_ == {"resize": [16, 16], "grayscale": True}
     np.testing.assert_array_equal(loaded.val_scores_, det.val_scores_)

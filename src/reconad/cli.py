@@ -22,6 +22,10 @@ SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config value: section.key=value (repeatable)."),
 ]
+DeviceOption = Annotated[
+    str | None, typer.Option("--device", help="Where to run: auto (cuda, else mps, else cpu), "
+                                              "cpu, cuda or mps.")
+]
 DataDirOption = Annotated[
     Path | None, typer.Option("--data-dir", help="Folder holding the dataset files.")
 ]
@@ -39,6 +43,7 @@ def run_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue a killed run of --out from its last "
                                               "finished epoch (same config).")] = False,
+    device: DeviceOption = None,
 ) -> None:
     """Train, score, threshold and evaluate; write a run directory and print a summary."""
     from reconad.config import load_config
@@ -48,9 +53,14 @@ def run_command(
     items = list(overrides or [])
     if data_dir is not None:
         items.append(f"data.data_dir={data_dir}")
+    if device is not None:
+        items.append(f"train.device={device}")
     config = load_config(source, items)
     if resume and out is None:
         raise ReconadError("--resume needs --out: the run directory to continue")
+    from reconad.device import resolve_device
+
+    resolve_device(config.train.device)  # an unavailable device fails now, not after loading
     result = run(config, out, progress=not quiet, overwrite=overwrite, resume=resume)
     print_summary(result.metrics)
     typer.echo(f"run written to {result.run_dir}")
@@ -91,6 +101,7 @@ def score_command(
         help="Ray cluster to join (ray.init address, e.g. auto or ray://host:10001); default: "
              "start a local Ray.")] = None,
     data_dir: DataDirOption = None,
+    device: DeviceOption = None,
 ) -> None:
     """Score new images with a saved detector: id, label, class, score and flag (1 = anomaly).
 
@@ -107,7 +118,7 @@ def score_command(
         raise ReconadError("--maps is written by --engine local; drop --engine ray or --maps")
     if address is not None and engine != "ray":
         raise ReconadError("--address is for --engine ray; add --engine ray or drop --address")
-    det = Detector.load(detector)
+    det = Detector.load(detector, device=device)
     # Prepare images the way the training images were, unless told otherwise.
     trained = det.preprocessing_
     resize = resize or (tuple(trained["resize"]) if trained.get("resize") else None)
@@ -121,7 +132,8 @@ def score_command(
 
         summary = score_on_ray(detector, collection, out, batch_size=batch_size,
                                workers=max(workers, 1), address=address, skip_bad=skip_bad,
-                               gallery=gallery, gallery_k=gallery_k, title=title)
+                               gallery=gallery, gallery_k=gallery_k, title=title,
+                               device=str(det.device_))
     else:
         from reconad.bulk_score import score_collection
 

@@ -185,6 +185,11 @@ class TrainConfig(_Section):
     crops. Larger images are then scored whole (a fully convolutional model: conv with
     ``bottleneck: false``) or by overlapping tiles (``sliding_window``, stride crop/2).
     None = train on whole images."""
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    """Where to train and score: ``auto`` = cuda if available, else mps, else cpu."""
+    amp: bool | Literal["auto"] = "auto"
+    """Mixed precision (bfloat16, else float16 with loss scaling) for training on CUDA;
+    ``auto`` = on for CUDA. Never used on the CPU."""
 
 
 ScorePart = Literal["recon", "latent_knn", "class_energy"]

@@ -47,6 +47,7 @@ from reconad.detector_file import (
     take_weights,
     write_detector_file,
 )
+from reconad.device import model_device, resolve_device
 from reconad.errors import ReconadError
 from reconad.images import as_images
 from reconad.models import Autoencoder, build_model
@@ -84,6 +85,9 @@ class Detector(OutlierMixin, BaseEstimator):
         val_fraction: fraction of ``X`` held out for early stopping when ``fit`` gets no X_val.
         seed: seeds weight init, batch order and augmentation.
         progress: show a progress bar while training.
+        device: where to train and score (``auto``, ``cpu``, ``cuda``, ``mps``); None uses
+            ``train.device`` (default ``auto``: cuda, else mps, else cpu). Scores come back as
+            NumPy arrays on any device.
 
     Fitted attributes (the same after :meth:`fit` and after :meth:`load`): ``model_`` (the
     :class:`~reconad.models.Autoencoder`), ``input_shape_`` (the model's input: a crop with
@@ -94,7 +98,7 @@ class Detector(OutlierMixin, BaseEstimator):
     ``threshold_``, ``threshold_method_``, ``preprocessing_`` (how raw images were
     resized/greyed before training; ``reconad score`` applies the same). Files of format
     version 3 and older load with ``val_scores_`` and ``history_`` None. Pixels are float32 in
-    [0, 1]; uint8 is divided by 255.
+    [0, 1]; uint8 is divided by 255. ``device_`` is the torch device ``model_`` is on.
     """
 
     def __init__(
@@ -107,6 +111,7 @@ class Detector(OutlierMixin, BaseEstimator):
         val_fraction: float = 0.1,
         seed: int = 0,
         progress: bool = False,
+        device: str | None = None,
     ) -> None:
         self.model = model
         self.loss = loss
@@ -116,6 +121,7 @@ class Detector(OutlierMixin, BaseEstimator):
         self.val_fraction = val_fraction
         self.seed = seed
         self.progress = progress
+        self.device = device
 
     # ------------------------------------------------------------------ fitting
 
@@ -142,6 +148,10 @@ class Detector(OutlierMixin, BaseEstimator):
         model_cfg = _section(self.model, ModelConfig, "model")
         loss_cfg = _section(self.loss, LossConfig, "loss")
         train_cfg = _section(self.train, TrainConfig, "train")
+        if self.device is not None:
+            train_cfg = _section({**train_cfg.model_dump(), "device": self.device},
+                                 TrainConfig, "train")
+        device = resolve_device(train_cfg.device)  # before any work: a one-line error
         scorer = Scorer(_score_config(self.score))
         try:
             check_crop(train_cfg, model_cfg, scorer.config)
@@ -182,7 +192,7 @@ class Detector(OutlierMixin, BaseEstimator):
         self.history_: History | None = fit_model(
             network, x, xv_fit, loss_cfg, train_cfg, self.seed, self.progress, y_idx,
             checkpoint)
-        self.model_ = network
+        self.model_, self.device_ = network, device
         self.input_shape_ = input_shape
         self.image_shape_ = image_shape
         self._image_model = None
@@ -245,7 +255,7 @@ class Detector(OutlierMixin, BaseEstimator):
             if cfg.kind == "conv" and not cfg.bottleneck:
                 whole = build_model(cfg, self.image_shape_, len(self.classes_))
                 whole.load_state_dict(self.model_.state_dict())
-                model = whole.eval()
+                model = whole.to(model_device(self.model_)).eval()
             else:
                 model = TiledAutoencoder(self.model_).eval()
         self._image_model = model
@@ -317,16 +327,22 @@ class Detector(OutlierMixin, BaseEstimator):
                        "quantile": self.quantile, "val_fraction": self.val_fraction,
                        "seed": self.seed},
         }
-        tensors = {**self.model_.state_dict(), **self.scorer_.tensors()}
+        weights = {key: value.cpu().contiguous()  # conv weights are kept channels-last
+                   for key, value in self.model_.state_dict().items()}
+        tensors = {**weights, **self.scorer_.tensors()}
         if self.val_scores_ is not None:
             tensors[VAL_SCORES_KEY] = torch.from_numpy(
                 np.ascontiguousarray(self.val_scores_, dtype=np.float64))
         return write_detector_file(path, header, tensors)
 
     @classmethod
-    def load(cls, path: str | Path) -> Detector:
+    def load(cls, path: str | Path, device: str | None = None) -> Detector:
         """Load a detector written by :meth:`save`. The file is untrusted input: damaged,
-        edited or hostile files are refused with one line naming the problem."""
+        edited or hostile files are refused with one line naming the problem.
+
+        ``device`` is where it scores (``auto``, ``cpu``, ``cuda``, ``mps``; None = auto),
+        whatever device it was trained on."""
+        target = resolve_device(device)
         header, tensors = read_detector_file(path)
         try:  # every check before the model is built for real
             skeleton = declared_model(header)
@@ -340,13 +356,13 @@ class Detector(OutlierMixin, BaseEstimator):
                                "re-create it with `reconad run` or Detector.save()") from None
         network = build_model(header.model, header.input_shape, len(header.classes))
         network.load_state_dict(weights)
-        network.eval()
+        network.to(target).eval()
         params = {k: v.model_dump(mode="json") if k == "train" else v
                   for k, v in header.params.items()}
         det = cls(model=header.model.model_dump(mode="json"),
                   loss=header.loss.model_dump(mode="json"),
-                  score=header.score.model_dump(mode="json"), **params)
-        det.model_, det.input_shape_ = network, header.input_shape
+                  score=header.score.model_dump(mode="json"), device=device, **params)
+        det.model_, det.input_shape_, det.device_ = network, header.input_shape, target
         det.image_shape_, det._image_model = header.image_shape, None
         det.config_ = {"model": det.model, "loss": det.loss}
         det.scorer_, det.classes_ = scorer, header.classes

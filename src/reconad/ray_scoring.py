@@ -63,7 +63,8 @@ def score_on_ray(
     gallery: Path | None = None,
     gallery_k: int = 16,
     title: str = "highest and lowest scores",
-    num_gpus: float = 0,
+    num_gpus: float | None = None,
+    device: str = "cpu",
 ) -> ScoreSummary:
     """Score ``collection`` with ``workers`` Ray actors; write Parquet shards and/or a CSV.
 
@@ -80,8 +81,9 @@ def score_on_ray(
         gallery: PNG of the ``gallery_k`` highest and lowest scored images, or None.
         gallery_k: images per block of the gallery.
         title: the gallery's title.
-        num_gpus: GPUs reserved per actor. 0 by default: the Detector scores on CPU tensors,
-            so a reserved GPU would sit idle and cap the pool at the number of GPUs.
+        num_gpus: GPUs reserved per actor; None = 1 when ``device`` is cuda, else 0 (a GPU
+            reserved for a CPU scorer would sit idle and cap the pool at the number of GPUs).
+        device: where each actor scores (``cpu``, ``cuda``, ``mps``, ``auto``).
 
     Returns:
         The counts and the skipped files, as :func:`reconad.bulk_score.score_collection`.
@@ -109,11 +111,11 @@ def score_on_ray(
             _Scorer,
             # Inside a list, so that the references reach the actor unresolved (ray.get there).
             fn_constructor_args=([ray.put(Path(detector_path).read_bytes()),
-                                  ray.put(collection)],),
+                                  ray.put(collection), device],),
             batch_size=batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=workers),
-            num_gpus=num_gpus,
+            num_gpus=(1 if device.startswith("cuda") else 0) if num_gpus is None else num_gpus,
         ).materialize()
         to_folder = out is not None and out.suffix.lower() != ".csv"
         if to_folder:
@@ -186,11 +188,11 @@ class _Scorer:
 
         from reconad.detector import Detector
 
-        detector_bytes, self.collection = ray.get(refs)
+        detector_bytes, self.collection = ray.get(refs[:2])
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "detector.safetensors"
             path.write_bytes(detector_bytes)
-            self.detector = Detector.load(path)
+            self.detector = Detector.load(path, device=refs[2])
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Any:
         import pyarrow as pa

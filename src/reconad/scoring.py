@@ -21,7 +21,9 @@ class head's energy (``class_energy``). :func:`score_parts` computes them in one
 :class:`Calibration` puts them on one scale (standardised on normal validation images) and
 sums them. :class:`reconad.scorer.Scorer` holds a score's settings and fitted state.
 
-Scores do not depend on the batch an image is scored in (fixed-size forward passes).
+Scores do not depend on the batch an image is scored in (fixed-size forward passes). They are
+computed on the device the model is on (:mod:`reconad.device`) in float32 and come back as
+NumPy arrays.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from reconad.device import model_device, to_device
 from reconad.errors import ReconadError
 from reconad.losses import error_map, per_image_loss
 from reconad.models import Autoencoder
@@ -41,23 +44,32 @@ from reconad.models import Autoencoder
 # the same matrix shapes give the same floating-point sums. No gradients are kept, so this
 # only bounds memory; on one thread 256 images per pass are as fast per image as 2048.
 CHUNK = 256
+# ... but at most this many input values (C*H*W per image) per pass, so large images keep
+# memory bounded: 256 MNIST images, 85 of 3x128x128, 5 of 3x512x512. The pass size depends
+# only on the image shape, so scores stay batch-independent.
+PASS_VALUES = 2**22
 # Total variation below this is treated as this (a blank image): MNIST digits have 0.05-0.24.
 TV_FLOOR = 1e-3
 
 
-def _chunks(x: np.ndarray, size: int = CHUNK) -> Iterator[tuple[torch.Tensor, int]]:
-    """(a (size, C, H, W) float32 batch, how many of its images are real) over ``x``."""
+def pass_size(image_shape: tuple[int, ...]) -> int:
+    """Images per forward pass for images of ``image_shape`` (C, H, W): :data:`CHUNK`, fewer
+    for large images (at most :data:`PASS_VALUES` input values), at least 1."""
+    return max(1, min(CHUNK, PASS_VALUES // max(1, int(np.prod(image_shape)))))
+
+
+def _chunks(x: np.ndarray, device: torch.device | None = None,
+            size: int | None = None) -> Iterator[tuple[torch.Tensor, int]]:
+    """(a (P, C, H, W) float32 batch on ``device`` (default CPU), how many of its images are
+    real) over ``x``; P = ``size``, else :func:`pass_size` of the image shape."""
+    size = size or pass_size(x.shape[1:])
+    device = device or torch.device("cpu")
     for start in range(0, len(x), size):
         part = np.ascontiguousarray(x[start : start + size], dtype=np.float32)
         n = len(part)
         if n < size:
             part = np.concatenate([part, np.repeat(part[:1], size - n, axis=0)])
-        yield torch.from_numpy(part), n
-
-
-# Pixel values per pass of the map scores: large images (an SSIM map of a 1024x1024 photo
-# needs several image-sized buffers) come in fewer images per pass, small ones in CHUNK.
-MAP_CHUNK_VALUES = 2**22
+        yield to_device(torch.from_numpy(part), device), n
 
 
 @torch.no_grad()
@@ -73,16 +85,15 @@ def map_images(model: Autoencoder, x: np.ndarray, kinds: list[str], ssim_window:
     from reconad.maps import anomaly_map, gaussian_smooth
 
     model.eval()
-    size = max(1, min(CHUNK, MAP_CHUNK_VALUES // max(1, int(np.prod(x.shape[1:])))))
     out: dict[str, list[torch.Tensor]] = {kind: [] for kind in kinds}
-    for batch, n in _chunks(x, size):
+    for batch, n in _chunks(x, model_device(model)):
         x_hat = model(batch)
         for kind in kinds:
             if kind.startswith("loss:"):
                 maps = error_map(kind[5:], x_hat, batch)
             else:
                 maps = anomaly_map(batch, x_hat, kind, ssim_window=ssim_window)
-            out[kind].append(gaussian_smooth(maps, smooth_sigma)[:n])
+            out[kind].append(gaussian_smooth(maps, smooth_sigma)[:n].cpu())
     return {kind: torch.cat(v) if v else torch.empty((0, *x.shape[2:])) for kind, v in out.items()}
 
 
@@ -90,7 +101,7 @@ def map_images(model: Autoencoder, x: np.ndarray, kinds: list[str], ssim_window:
 def reconstruct(model: Autoencoder, x: np.ndarray) -> np.ndarray:
     """The model's reconstruction of ``x`` (N, C, H, W), same shape, values in [0, 1]."""
     model.eval()
-    parts = [model(batch)[:n].numpy() for batch, n in _chunks(x)]
+    parts = [model(batch)[:n].cpu().numpy() for batch, n in _chunks(x, model_device(model))]
     return np.concatenate(parts) if parts else np.empty_like(x, dtype=np.float32)
 
 
@@ -133,7 +144,8 @@ def score_images(model: Autoencoder, x: np.ndarray, kind: str = "mse",
 def error_maps(model: Autoencoder, x: np.ndarray, kind: str = "mse") -> np.ndarray:
     """Per-pixel error of ``x`` (N, C, H, W) against its reconstruction, shape (N, H, W)."""
     model.eval()
-    parts = [error_map(kind, model(batch), batch)[:n].numpy() for batch, n in _chunks(x)]
+    parts = [error_map(kind, model(batch), batch)[:n].cpu().numpy()
+             for batch, n in _chunks(x, model_device(model))]
     return np.concatenate(parts) if parts else np.empty((0, *x.shape[2:]), dtype=np.float32)
 
 
@@ -149,9 +161,10 @@ KNN_MARGIN = 8  # extra candidates re-measured exactly, in case rounding misorde
 
 @torch.no_grad()
 def latent_codes(model: Autoencoder, x: np.ndarray) -> torch.Tensor:
-    """The codes of ``x`` (N, C, H, W), flattened to (N, D) float32."""
+    """The codes of ``x`` (N, C, H, W), flattened to (N, D) float32, on the CPU."""
     model.eval()
-    parts = [model.encode(batch)[:n].flatten(1) for batch, n in _chunks(x)]
+    parts = [model.encode(batch)[:n].flatten(1).cpu()
+             for batch, n in _chunks(x, model_device(model))]
     return torch.cat(parts) if parts else torch.empty(0, 0)
 
 
@@ -202,18 +215,18 @@ def score_parts(model: Autoencoder, x: np.ndarray, parts: list[str], kind: str =
     """
     model.eval()
     out: dict[str, list[np.ndarray]] = {part: [] for part in parts}
-    for batch, n in _chunks(x):
+    for batch, n in _chunks(x, model_device(model)):
         code = model.encode(batch)
         if "recon" in out:
             error = recon_error(model.decode(code), batch, kind, complexity)
-            out["recon"].append(error[:n].double().numpy())
-        if "latent_knn" in out:
-            out["latent_knn"].append(knn_distance(code[:n].flatten(1), bank, k))
+            out["recon"].append(error[:n].double().cpu().numpy())
+        if "latent_knn" in out:  # the bank is on the CPU: so is the search
+            out["latent_knn"].append(knn_distance(code[:n].flatten(1).cpu(), bank, k))
         if "class_energy" in out:
             # An ensemble's energy: the mean of its members' energies.
             energy = torch.stack([-torch.logsumexp(logits, dim=1)
                                   for logits in model.class_logits(code)]).mean(dim=0)
-            out["class_energy"].append(energy[:n].double().numpy())
+            out["class_energy"].append(energy[:n].double().cpu().numpy())
     return {part: np.concatenate(v) if v else np.empty(0) for part, v in out.items()}
 
 

@@ -27,12 +27,21 @@ from torch.nn import functional as F
 from reconad.augment import augment_batch
 from reconad.config import LossConfig, TrainConfig
 from reconad.corruptions import corrupt
+from reconad.device import (
+    amp_dtype,
+    autocast,
+    grad_scaler,
+    model_device,
+    resolve_device,
+    to_device,
+)
 from reconad.errors import ReconadError
 from reconad.files import atomic_file
 from reconad.losses import loss_from_config
 from reconad.patches import random_crops
 
 EVAL_BATCH = 2048  # images per forward pass when only evaluating (no activations kept)
+EVAL_VALUES = 2**24  # ... and at most this many input values (C*H*W each) per pass
 
 
 @dataclass
@@ -93,10 +102,16 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
 
 @torch.no_grad()
 def image_losses(model: nn.Module, x: torch.Tensor, loss_fn) -> torch.Tensor:
-    """Per-image loss of ``model`` on ``x`` (B, C, H, W), in eval mode: (B,)."""
+    """Per-image loss of ``model`` on ``x`` (B, C, H, W), in eval mode: (B,) on the CPU.
+
+    ``x`` stays on the CPU; each pass is sent to the model's device."""
     model.eval()
-    parts = [loss_fn(model(x[start : start + EVAL_BATCH]), x[start : start + EVAL_BATCH])
-             for start in range(0, len(x), EVAL_BATCH)]
+    device = model_device(model)
+    step = max(1, min(EVAL_BATCH, EVAL_VALUES // max(1, x[0].numel()))) if len(x) else 1
+    parts = []
+    for start in range(0, len(x), step):
+        batch = to_device(x[start : start + step], device)
+        parts.append(loss_fn(model(batch), batch).float().cpu())
     return torch.cat(parts) if parts else torch.empty(0)
 
 
@@ -121,14 +136,26 @@ def _reconstruction_loss(model: nn.Module, code: torch.Tensor, target: torch.Ten
 
 
 def _train_epoch(model, x, y, loss_fn, class_weight: float, optimizer, cfg: TrainConfig,
-                 generator, on_batch, pool: torch.Tensor | None = None) -> float:
+                 generator, on_batch, pool: torch.Tensor | None = None,
+                 precision: tuple | None = None) -> float:
     """One pass over ``x`` (or its images ``pool``) in a fresh random order; returns the mean
     reconstruction loss.
 
     With class indices ``y`` (N,) the model's ``class_head`` is trained on the codes too:
-    ``class_weight`` times the cross-entropy is added to the loss.
+    ``class_weight`` times the cross-entropy is added to the loss. Batches are built on the
+    CPU and sent to the model's device; ``precision`` is (device, autocast dtype or None,
+    grad scaler) — the forward pass runs under autocast, the losses in float32.
     """
     model.train()
+    device, dtype, scaler = precision or (torch.device("cpu"), None, grad_scaler(
+        torch.device("cpu"), None))
+
+    def full_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The loss in float32 even under autocast (SSIM's convolutions included)."""
+        if dtype is None:
+            return loss_fn(x_hat, x)
+        with torch.autocast(device.type, enabled=False):
+            return loss_fn(x_hat.float(), x.float())
     order = torch.randperm(len(x) if pool is None else len(pool), generator=generator)
     if pool is not None:
         order = pool[order]
@@ -145,18 +172,23 @@ def _train_epoch(model, x, y, loss_fn, class_weight: float, optimizer, cfg: Trai
         inputs = target
         if cfg.denoise != "none":
             inputs = corrupt(target, cfg.denoise, cfg.denoise_level, generator)
-        code = model.encode(inputs)
-        per_image = _reconstruction_loss(model, code, target, loss_fn)  # (B,)
-        loss = per_image.mean()
-        if cfg.l1_latent:
-            loss = loss + cfg.l1_latent * code.abs().mean()
-        if y is not None:
-            logits = model.class_logits(code)  # one per ensemble member, each learns alone
-            loss = loss + class_weight * sum(
-                F.cross_entropy(member, y[batch]) for member in logits) / len(logits)
+        inputs = to_device(inputs, device)
+        target = inputs if inputs is target else to_device(target, device)
+        with autocast(device, dtype):
+            code = model.encode(inputs)
+            per_image = _reconstruction_loss(model, code, target, full_loss)  # (B,) float32
+            loss = per_image.mean()
+            if cfg.l1_latent:
+                loss = loss + cfg.l1_latent * code.float().abs().mean()
+            if y is not None:
+                logits = model.class_logits(code)  # one per ensemble member, each learns alone
+                labels = to_device(y[batch], device)
+                loss = loss + class_weight * sum(
+                    F.cross_entropy(member.float(), labels) for member in logits) / len(logits)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         total += float(per_image.detach().sum())
         seen += len(target)
         on_batch(len(target), total / seen)
@@ -196,6 +228,9 @@ def fit_model(
     exactly as an uninterrupted run with the same seed would.
     """
     set_threads(train_cfg.threads)
+    device = resolve_device(train_cfg.device)
+    dtype = amp_dtype(train_cfg.amp, device)
+    model.to(device)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     x = torch.from_numpy(np.ascontiguousarray(train_x, dtype=np.float32))
@@ -207,6 +242,7 @@ def fit_model(
     loss_fn = loss_from_config(loss_cfg)
     optimizer = make_optimizer(model, train_cfg)
     scheduler = make_scheduler(optimizer, train_cfg)
+    precision = (device, dtype, grad_scaler(device, dtype))
 
     history = History()
     best_state = copy.deepcopy(model.state_dict())
@@ -237,7 +273,7 @@ def fit_model(
                 bar.start_epoch(epoch, len(x) if pool is None else len(pool))
                 train_loss = _train_epoch(
                     model, x, y, loss_fn, loss_cfg.class_weight, optimizer, train_cfg,
-                    generator, bar.advance, pool
+                    generator, bar.advance, pool, precision=precision
                 )
                 val_loss = mean_loss(model, xv, loss_fn) if xv is not None else None
                 watched = val_loss if val_loss is not None else train_loss
@@ -289,7 +325,7 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
 def load_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint written by :func:`save_checkpoint` (no code is unpickled)."""
     try:
-        return torch.load(path, weights_only=True)
+        return torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # torch raises many types for a damaged file
         raise ReconadError(f"cannot read the training checkpoint {path} ({type(exc).__name__}); "
                            "delete it to train from the start") from None
