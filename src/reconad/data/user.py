@@ -465,8 +465,13 @@ def read_image(path: Path, folder: Path) -> np.ndarray:
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
+        # Pillow warns (EXIF/TIFF tag) about files it then reads or refuses: the outcome is
+        # what counts, and a refused file gets the one-line error below.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = Image.open(path)
             image.load()
+        with image:
             mode = image.mode
             if mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grey
                 grey = np.asarray(image, dtype=np.float64) / 65535.0
