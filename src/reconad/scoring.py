@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from reconad.errors import ReconadError
+from reconad.images import float_batch
 from reconad.losses import error_map, per_image_loss
 from reconad.models import Autoencoder
 
@@ -46,9 +47,13 @@ TV_FLOOR = 1e-3
 
 
 def _chunks(x: np.ndarray) -> Iterator[tuple[torch.Tensor, int]]:
-    """(a (CHUNK, C, H, W) float32 batch, how many of its images are real) over ``x``."""
+    """(a (CHUNK, C, H, W) float32 batch, how many of its images are real) over ``x``.
+
+    ``x`` may hold its stored dtype (uint8, a memory-mapped ``.npy``): only one chunk at a
+    time is converted to float32 (:func:`reconad.images.float_batch`).
+    """
     for start in range(0, len(x), CHUNK):
-        part = np.ascontiguousarray(x[start : start + CHUNK], dtype=np.float32)
+        part = float_batch(np.asarray(x[start : start + CHUNK]))
         n = len(part)
         if n < CHUNK:
             part = np.concatenate([part, np.repeat(part[:1], CHUNK - n, axis=0)])

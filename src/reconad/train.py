@@ -1,4 +1,4 @@
-"""The training loop: in-memory tensors, early stopping on the normal validation loss.
+"""The training loop: in-memory or streamed batches, early stopping on the normal validation loss.
 
 >>> from reconad.models import build_model
 >>> from reconad.config import ModelConfig
@@ -29,6 +29,8 @@ from reconad.config import LossConfig, TrainConfig
 from reconad.corruptions import corrupt
 from reconad.errors import ReconadError
 from reconad.files import atomic_file
+from reconad.imagerows import ImageRows
+from reconad.images import float_batch
 from reconad.losses import loss_from_config
 
 EVAL_BATCH = 2048  # images per forward pass when only evaluating (no activations kept)
@@ -94,8 +96,10 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
 def image_losses(model: nn.Module, x: torch.Tensor, loss_fn) -> torch.Tensor:
     """Per-image loss of ``model`` on ``x`` (B, C, H, W), in eval mode: (B,)."""
     model.eval()
-    parts = [loss_fn(model(x[start : start + EVAL_BATCH]), x[start : start + EVAL_BATCH])
-             for start in range(0, len(x), EVAL_BATCH)]
+    parts = []
+    for start in range(0, len(x), EVAL_BATCH):
+        batch = x[start : start + EVAL_BATCH]  # one float32 batch (B, C, H, W)
+        parts.append(loss_fn(model(batch), batch))
     return torch.cat(parts) if parts else torch.empty(0)
 
 
@@ -134,7 +138,7 @@ def _train_epoch(model, x, y, loss_fn, class_weight: float, optimizer, cfg: Trai
     total, seen = 0.0, 0
     for start in range(0, len(order), cfg.batch_size):  # the pool may be shorter than x
         batch = order[start : start + cfg.batch_size]
-        target = x[batch]  # (B, C, H, W)
+        target = x[batch]  # (B, C, H, W) float32, made for this batch only
         if cfg.augment_rotation or cfg.augment_zoom or cfg.augment_shift:
             target = augment_batch(
                 target, cfg.augment_rotation, cfg.augment_zoom, cfg.augment_shift, generator
@@ -163,6 +167,35 @@ def _train_epoch(model, x, y, loss_fn, class_weight: float, optimizer, cfg: Trai
             "train.optimizer=adam"
         )
     return total / max(seen, 1)
+
+
+class TrainingImages:
+    """Training or validation images handed out as float32 batches in [0, 1].
+
+    In memory (the fast path) the images are one tensor of their stored dtype: uint8 stays
+    uint8 (a quarter of float32) and only each batch is converted. Streamed (``train_x`` an
+    :class:`reconad.imagerows.ImageRows` or a ``np.memmap``) nothing is held: each batch is
+    read from disk. Both give the same float32 values (:func:`reconad.images.float_batch`),
+    so a streamed fit equals an in-memory one.
+    """
+
+    def __init__(self, x: np.ndarray | ImageRows) -> None:
+        self.streamed = isinstance(x, (ImageRows, np.memmap))
+        self.x = x if self.streamed else torch.from_numpy(np.ascontiguousarray(x))
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: torch.Tensor | slice) -> torch.Tensor:
+        """The images at ``index`` (positions or a slice), float32 (B, C, H, W)."""
+        if self.streamed:
+            if isinstance(index, torch.Tensor):
+                index = index.numpy()
+            return torch.from_numpy(float_batch(np.asarray(self.x[index])))
+        part = self.x[index]
+        if part.dtype == torch.float32:
+            return part
+        return torch.from_numpy(float_batch(part.numpy()))
 
 
 def fit_model(
@@ -195,9 +228,8 @@ def fit_model(
     set_threads(train_cfg.threads)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    x = torch.from_numpy(np.ascontiguousarray(train_x, dtype=np.float32))
-    xv = None if val_x is None or len(val_x) == 0 else torch.from_numpy(
-        np.ascontiguousarray(val_x, dtype=np.float32))
+    x = TrainingImages(train_x)
+    xv = None if val_x is None or len(val_x) == 0 else TrainingImages(val_x)
     y = None
     if train_y is not None and model.n_classes:
         y = torch.as_tensor(np.asarray(train_y), dtype=torch.long)
