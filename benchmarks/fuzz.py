@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from common import Context
+from .common import Context
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 

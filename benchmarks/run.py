@@ -26,7 +26,7 @@ if not __package__:  # `python benchmarks/run.py`: import this folder as the pac
 
 from reconad.errors import ReconadError  # noqa: E402
 
-from . import fuzz, peers, quality, speed  # noqa: E402
+from . import fuzz, peers, quality, scale, speed  # noqa: E402
 from .common import Context, machine, write_results  # noqa: E402
 
 BENCHMARKS = {
@@ -38,6 +38,7 @@ BENCHMARKS = {
     "speed": speed.speed,
     "peers": peers.peers,
     "fuzz": fuzz.fuzz,
+    "scale": scale.scale,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 
