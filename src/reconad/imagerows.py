@@ -52,6 +52,11 @@ class ImageRows:
         return (len(self.rows), *self.image_shape)
 
     @property
+    def decodes_files(self) -> bool:
+        """Whether reading decodes image files (a collection) rather than slicing an array."""
+        return not self._is_array
+
+    @property
     def ndim(self) -> int:
         return 4
 

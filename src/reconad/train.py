@@ -34,6 +34,7 @@ from reconad.images import float_batch
 from reconad.losses import loss_from_config
 
 EVAL_BATCH = 2048  # images per forward pass when only evaluating (no activations kept)
+LOADER_WORKERS = 4  # at most this many processes decode streamed image files ahead
 
 
 @dataclass
@@ -136,9 +137,7 @@ def _train_epoch(model, x, y, loss_fn, class_weight: float, optimizer, cfg: Trai
     if pool is not None:
         order = pool[order]
     total, seen = 0.0, 0
-    for start in range(0, len(order), cfg.batch_size):  # the pool may be shorter than x
-        batch = order[start : start + cfg.batch_size]
-        target = x[batch]  # (B, C, H, W) float32, made for this batch only
+    for batch, target in x.batches(order, cfg.batch_size):  # target (B, C, H, W) float32
         if cfg.augment_rotation or cfg.augment_zoom or cfg.augment_shift:
             target = augment_batch(
                 target, cfg.augment_rotation, cfg.augment_zoom, cfg.augment_shift, generator
@@ -186,6 +185,22 @@ class TrainingImages:
     def __len__(self) -> int:
         return len(self.x)
 
+    def batches(self, order: torch.Tensor, size: int):
+        """``(positions, float32 images)`` of ``order`` taken ``size`` at a time.
+
+        Streamed image files are decoded ahead by a ``DataLoader``'s worker processes over
+        those batches (the order is drawn here, so it is the same with or without them).
+        """
+        chunks = [order[start : start + size] for start in range(0, len(order), size)]
+        workers = min(LOADER_WORKERS, os.cpu_count() or 1, len(chunks))
+        if not (isinstance(self.x, ImageRows) and self.x.decodes_files and workers > 1):
+            yield from ((chunk, self[chunk]) for chunk in chunks)
+            return
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(_Batches(self, chunks), batch_size=None, num_workers=workers)
+        yield from zip(chunks, loader, strict=True)
+
     def __getitem__(self, index: torch.Tensor | slice) -> torch.Tensor:
         """The images at ``index`` (positions or a slice), float32 (B, C, H, W)."""
         if self.streamed:
@@ -196,6 +211,19 @@ class TrainingImages:
         if part.dtype == torch.float32:
             return part
         return torch.from_numpy(float_batch(part.numpy()))
+
+
+class _Batches:
+    """A map-style dataset whose item ``i`` is batch ``i`` of a :class:`TrainingImages`."""
+
+    def __init__(self, images: TrainingImages, chunks: list[torch.Tensor]) -> None:
+        self.images, self.chunks = images, chunks
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[self.chunks[i]]
 
 
 def fit_model(
