@@ -16,7 +16,9 @@ measurement's memory never hides another's. Side by side in one run:
   the same images (corruption scenario: the ``.npy`` is unlabelled): seconds per epoch, peak
   RSS and dev AUROC.
 
-N = 60,000 (MNIST's training images; 10 N repeats them); ``--quick``: N = 6,000.
+N = 60,000 (MNIST's training images; 10 N repeats them); ``--quick``: N = 6,000. Every
+measurement uses the same torch threads: all cores, or one with ``--quick`` (made for shared
+machines, where two threads competing with other work run several times slower than one).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import numpy as np
 from .common import Context
 
 REPO = Path(__file__).resolve().parents[1]
+THREADS_ENV = "RECONAD_SCALE_THREADS"
 FULL_N, QUICK_N = 60_000, 6_000
 FULL_PNGS, QUICK_PNGS = 10_000, 1_000
 # reconad run default, quick: a subset, as every --quick benchmark (see common.QUICK_OVERRIDES)
@@ -60,6 +63,9 @@ def scale(ctx: Context) -> tuple[dict, list[dict]]:
     pngs = work / "pngs"
     _save_pngs(pngs, mnist[:n_png])
     data = [] if ctx.data_dir is None else [f"data.data_dir={ctx.data_dir}"]
+    threads = 1 if ctx.quick else (os.cpu_count() or 1)
+    os.environ[THREADS_ENV] = str(threads)  # read by every probe
+    data.append(f"train.threads={threads}")
     rows = []
 
     def measure(what: str, probe: str, *args: str) -> dict:
@@ -93,7 +99,7 @@ def scale(ctx: Context) -> tuple[dict, list[dict]]:
     trained = {}
     for stream in ("false", "true"):
         sets = [f"data.source={small}", f"data.stream={stream}", f"train.epochs={epochs}",
-                *STREAM_RUN, *ctx.sets]
+                f"train.threads={threads}", *STREAM_RUN, *ctx.sets]
         out = work / f"stream-{stream}"
         row = measure(f"training, data.stream={stream}", "cli", "run", "default", "--out",
                       str(out), "--quiet", *_sets(sets))
@@ -107,6 +113,7 @@ def scale(ctx: Context) -> tuple[dict, list[dict]]:
 
     headline = {
         "n_images": n,
+        "torch_threads": threads,
         "score_images_per_s": command["images_per_s"],
         "forward_images_per_s": forward["images_per_s"],
         "score_over_forward": round(command["images_per_s"] / forward["images_per_s"], 3),
@@ -174,6 +181,9 @@ def _peak_rss_mib() -> float:
 
 def _run_probe(kind: str, args: list[str]) -> dict:
     """The measurement itself, inside the subprocess."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get(THREADS_ENV, os.cpu_count() or 1)))
     started = time.perf_counter()
     result: dict = {}
     if kind == "cli":
