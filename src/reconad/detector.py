@@ -49,7 +49,7 @@ from reconad.detector_file import (
 )
 from reconad.errors import ReconadError
 from reconad.imagerows import ImageRows
-from reconad.images import as_images
+from reconad.images import stored_images
 from reconad.models import build_model
 from reconad.scorer import Scorer
 from reconad.scoring import error_maps, reconstruct
@@ -61,7 +61,7 @@ def _stored_images(X: Any, what: str) -> np.ndarray | ImageRows:
     batch becomes float32 only when it is trained on or scored); streamed rows as they are."""
     if isinstance(X, ImageRows):
         return X
-    return as_images(X, what, to_float=False)
+    return stored_images(X, what)
 
 
 def _section(value: Any, cls: type, name: str):
