@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,12 +50,19 @@ STREAM_RUN = ["scenario.kind=corruption", "scenario.noise=gaussian", "scenario.n
 
 
 def scale(ctx: Context) -> tuple[dict, list[dict]]:
-    """The benchmark: see the module docstring."""
+    """The benchmark: see the module docstring. Its files (~0.5 GB in full) are deleted after."""
+    work = Path(tempfile.mkdtemp(prefix="reconad-scale-"))
+    try:
+        return _measure(ctx, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure(ctx: Context, work: Path) -> tuple[dict, list[dict]]:
     from reconad.data.sources import load_named
 
     n = QUICK_N if ctx.quick else FULL_N
     n_png = QUICK_PNGS if ctx.quick else FULL_PNGS
-    work = Path(tempfile.mkdtemp(prefix="reconad-scale-"))
     mnist = load_named("mnist", ctx.data_dir, download=True).train_x  # uint8 (60000, 1, 28, 28)
     small = work / "images.npy"
     np.save(small, mnist[:n])
