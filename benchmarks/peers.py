@@ -33,6 +33,7 @@ from torch import nn
 from reconad.config import ThresholdConfig
 from reconad.data import load_dataset
 from reconad.detector import Detector
+from reconad.images import float_batch
 from reconad.scenarios import make_splits
 from reconad.thresholds import evaluate_sets
 
@@ -64,7 +65,7 @@ def _row(method: str, seed: int, metrics: dict, fit_seconds: float,
 
 
 def _flat(x: np.ndarray) -> np.ndarray:
-    return x.reshape(len(x), -1)  # (N, C*H*W) for PyOD
+    return float_batch(x).reshape(len(x), -1)  # (N, C*H*W) float32 in [0, 1] for PyOD
 
 
 def _pyod_models(quick: bool, seed: int) -> dict:
@@ -140,7 +141,7 @@ def _fit_reconad(label: str, cfg, splits, seed: int) -> dict:
 
 def _supervised_cnn(dataset, splits, anomaly_classes: list[int], seed: int, epochs: int) -> dict:
     anomalies = dataset.train_x[np.isin(dataset.train_y, anomaly_classes)]
-    x = torch.from_numpy(np.concatenate([splits.train, anomalies]))
+    x = torch.from_numpy(float_batch(np.concatenate([splits.train, anomalies])))
     y = torch.cat([torch.zeros(len(splits.train)), torch.ones(len(anomalies))])
     torch.manual_seed(seed)
     model = SmallCNN(x.shape[1])
@@ -158,7 +159,8 @@ def _supervised_cnn(dataset, splits, anomaly_classes: list[int], seed: int, epoc
 
     @torch.no_grad()
     def score(images: np.ndarray) -> np.ndarray:  # (N,) logit: higher = more anomalous
-        return torch.cat([model(b) for b in torch.from_numpy(images).split(2048)]).numpy()
+        return torch.cat([model(b) for b in torch.from_numpy(float_batch(images)).split(2048)]
+                         ).numpy()
 
     scores = {n: score(s.x) for n, s in splits.sets.items()}
     metrics = evaluate_sets(scores, splits, score(splits.val), YOUDEN)[1]

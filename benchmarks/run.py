@@ -26,7 +26,7 @@ if not __package__:  # `python benchmarks/run.py`: import this folder as the pac
 
 from reconad.errors import ReconadError  # noqa: E402
 
-from . import defects, fuzz, peers, quality, speed  # noqa: E402
+from . import defects, fuzz, peers, quality, scale, speed  # noqa: E402
 from .common import Context, machine, write_results  # noqa: E402
 
 BENCHMARKS = {
@@ -39,6 +39,7 @@ BENCHMARKS = {
     "peers": peers.peers,
     "fuzz": fuzz.fuzz,
     "defects": defects.defects,
+    "scale": scale.scale,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -81,8 +81,8 @@ def test_unzipped_files_and_incomplete_folders(tmp_path):
 def test_load_named_real_mnist_gz_and_unzipped_agree(tmp_path, mnist_dir):
     ds = load_named("mnist", data_dir=mnist_dir, download=False)
     assert ds.train_x.shape == (60000, 1, 28, 28) and ds.test_x.shape == (10000, 1, 28, 28)
-    assert ds.train_x.dtype == np.float32 and ds.train_y.dtype == np.int64
-    assert ds.train_x.min() == 0.0 and ds.train_x.max() == 1.0
+    assert ds.train_x.dtype == np.uint8 and ds.train_y.dtype == np.int64  # stored grey levels
+    assert ds.train_x.min() == 0 and ds.train_x.max() == 255
     assert np.bincount(ds.test_y).tolist() == TEST_COUNTS
     assert ds.test_y[:5].tolist() == [7, 2, 1, 0, 4]  # the famous first test digits
     # The same data with the test files unzipped (and checked on their content md5).

@@ -11,6 +11,7 @@ from reconad.config import DataConfig
 from reconad.data import load_dataset, split_indices
 from reconad.data.user import load_images, load_user, prepare
 from reconad.errors import ReconadError
+from reconad.images import float_batch
 
 TRAIN_COUNTS = np.array([5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])
 
@@ -46,7 +47,9 @@ def test_other_integers_in_range_and_text_labels(tmp_path):
     x = u8((3, 4, 4)).astype(np.int16)
     np.savez(tmp_path / "d.npz", x=x, y=np.array(["dog", "cat", "dog"]))
     data = load_user(tmp_path / "d.npz")
-    np.testing.assert_array_equal(data.x[:, 0], x / np.float32(255))
+    assert data.x.dtype == np.uint8  # the same grey levels, kept small until a batch is made
+    np.testing.assert_array_equal(data.x[:, 0], x)
+    np.testing.assert_array_equal(float_batch(data.x)[:, 0], x / np.float32(255))
     assert data.y.tolist() == [1, 0, 1] and data.class_names == ("cat", "dog")
 
 
@@ -120,9 +123,9 @@ def test_labelled_folder_sorted_class_names(tmp_path):
         save_png(tmp_path / "imgs" / cls / name, pixels)
     data = load_user(tmp_path / "imgs")
     assert data.class_names == ("ant", "zebra") and data.y.tolist() == [0, 0, 1]
-    assert data.x.shape == (3, 1, 6, 5)
-    assert_close(data.x[0, 0] * 255, imgs[("ant", "a.png")], what="ant")  # sorted order
-    assert_close(data.x[2, 0] * 255, imgs[("zebra", "a.png")], what="zebra")
+    assert data.x.shape == (3, 1, 6, 5) and data.x.dtype == np.uint8  # 8-bit PNGs stay 8-bit
+    np.testing.assert_array_equal(data.x[0, 0], imgs[("ant", "a.png")])  # sorted order
+    np.testing.assert_array_equal(data.x[2, 0], imgs[("zebra", "a.png")])
 
 
 def test_unlabelled_rgb_folder_and_grayscale(tmp_path):

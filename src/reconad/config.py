@@ -55,6 +55,10 @@ class DataConfig(_Section):
     """Use at most this many training images (seeded, stratified); for quick runs and tests."""
     max_test: Annotated[int, Field(ge=1)] | None = None
     """Use at most this many test images (seeded, stratified)."""
+    stream: bool | Literal["auto"] = "auto"
+    """Read images from disk batch by batch instead of holding them (a ``.npy`` memory-mapped,
+    a folder decoded on demand): ``true``, ``false``, or ``auto`` = stream when the images as
+    float32 would take more than a quarter of the memory available."""
 
 
 class ScenarioConfig(_Section):

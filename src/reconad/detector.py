@@ -49,12 +49,21 @@ from reconad.detector_file import (
 )
 from reconad.device import model_device, resolve_device
 from reconad.errors import ReconadError
-from reconad.images import as_images
+from reconad.imagerows import ImageRows
+from reconad.images import stored_images
 from reconad.models import Autoencoder, build_model
 from reconad.patches import TiledAutoencoder, random_crops
 from reconad.scorer import Scorer
 from reconad.scoring import error_maps, reconstruct
 from reconad.train import History, fit_model
+
+
+def _stored_images(X: Any, what: str) -> np.ndarray | ImageRows:
+    """Checked ``(N, C, H, W)`` images kept in their stored dtype (uint8 stays uint8; each
+    batch becomes float32 only when it is trained on or scored); streamed rows as they are."""
+    if isinstance(X, ImageRows):
+        return X
+    return stored_images(X, what)
 
 
 def _section(value: Any, cls: type, name: str):
@@ -160,7 +169,7 @@ class Detector(OutlierMixin, BaseEstimator):
         if not 0.0 < self.quantile < 1.0:
             raise ReconadError(f"quantile must be between 0 and 1 (exclusive); got {self.quantile}")
         preprocessing = check_preprocessing(preprocessing)
-        x = as_images(X, "training images")
+        x = _stored_images(X, "training images")
         if y is not None and np.ndim(y) > 1:
             raise ReconadError("y are class labels, one per image; give validation images as "
                                "fit(X, X_val=images)")
@@ -169,7 +178,7 @@ class Detector(OutlierMixin, BaseEstimator):
         if X_val is None:
             x, xv, y_idx = self._hold_out(x, y_idx)
         else:
-            xv = as_images(X_val, "validation images")
+            xv = _stored_images(X_val, "validation images")
             if xv.shape[1:] != x.shape[1:]:
                 raise ReconadError(
                     f"validation images are {xv.shape[1:]} but training images are "
@@ -233,7 +242,7 @@ class Detector(OutlierMixin, BaseEstimator):
 
     def _inputs(self, X: Any) -> np.ndarray:
         self._check_fitted()
-        x = as_images(X)
+        x = _stored_images(X, "images")
         if tuple(x.shape[1:]) != self.image_shape_:
             c, h, w = self.image_shape_
             raise ReconadError(

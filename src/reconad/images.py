@@ -81,6 +81,38 @@ def as_images(x: Any, what: str = "images", *, to_float: bool = True) -> np.ndar
     return out
 
 
+def stored_images(x: Any, what: str = "images") -> np.ndarray:
+    """Validate images and keep them small: ``(N, C, H, W)`` uint8 for any integer grey levels
+    (``int64`` from a CSV becomes ``uint8``, same values), floats as float32, ``bool`` as is.
+
+    Loaders keep images like this until a batch is made; :func:`float_batch` then converts
+    each batch exactly as :func:`as_images` would have converted the whole set.
+    """
+    x = as_images(x, what, to_float=False)
+    if x.dtype.kind in "ui" and x.dtype != np.uint8:
+        x = x.astype(np.uint8)  # values checked to lie in 0..255 above
+    elif x.dtype.kind == "f" and x.dtype != np.float32:
+        x = x.astype(np.float32)  # what as_images would make of them
+    return x
+
+
+def float_batch(x: np.ndarray) -> np.ndarray:
+    """Already validated images (any stored dtype) -> contiguous float32 in [0, 1].
+
+    The rule of :func:`as_images` without its checks, for one batch at a time: integers are
+    divided by 255, bool becomes 0.0/1.0, floats are cast to float32 (no copy when they are
+    float32 and contiguous already), so a batch's values equal ``as_images(whole)[batch]``.
+
+    >>> float_batch(np.array([[[[0, 51, 255]]]], dtype=np.uint8))
+    array([[[[0. , 0.2, 1. ]]]], dtype=float32)
+    """
+    if x.dtype.kind in "ui":
+        out = x.astype(np.float32)
+        out /= np.float32(255.0)
+        return out
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
 def _check_range(x: np.ndarray, low: int, high: int, what: str, fix: str) -> None:
     lo, hi = x.min(), x.max()
     if lo < low or hi > high:

@@ -31,6 +31,7 @@ from reconad.files import (
     write_json_atomic,
     write_text_atomic,
 )
+from reconad.images import float_batch
 from reconad.localization import localization_metrics
 from reconad.metrics import group_stats
 from reconad.rundir import write_history, write_scores
@@ -241,7 +242,7 @@ def _write_samples(path: Path, detector: Detector, eval_set: EvalSet, scores: np
     picks += top.tolist() + bottom.tolist()
     kinds += ["top"] * len(top) + ["bottom"] * len(bottom)
     idx = np.asarray(picks, dtype=np.int64)
-    images = eval_set.x[idx]
+    images = float_batch(np.asarray(eval_set.x[idx]))  # (K, C, H, W) float32 in [0, 1]
     extra = {}
     if eval_set.masks is not None:  # defect masks and the outline threshold of the overlays
         extra = {"masks": eval_set.masks[idx],
@@ -251,7 +252,7 @@ def _write_samples(path: Path, detector: Detector, eval_set: EvalSet, scores: np
     np.savez_compressed(
         path,
         **extra,
-        images=images.astype(np.float32),
+        images=images,
         reconstructions=detector.reconstruct(images).astype(np.float32),
         error_maps=maps.astype(np.float32),
         scores=scores[idx].astype(np.float64),

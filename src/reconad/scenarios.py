@@ -36,6 +36,8 @@ import numpy as np
 from reconad.config import ScenarioConfig
 from reconad.data import Dataset
 from reconad.errors import ReconadError
+from reconad.imagerows import ImageRows
+from reconad.images import float_batch
 from reconad.sampling import stratified_sample
 
 
@@ -44,7 +46,8 @@ class EvalSet:
     """One evaluated set of images with their ground truth.
 
     Attributes:
-        x: (N, C, H, W) float32 images.
+        x: (N, C, H, W) images in their stored dtype (uint8 grey levels, float32 in [0, 1]
+            for corrupted copies), or :class:`reconad.imagerows.ImageRows` read from disk.
         is_anomaly: (N,) bool.
         group: (N,) str: "normal", "class 8", "gaussian 0.2", "planted class 3", ...
         label: (N,) int64 original class, -1 when unknown.
@@ -445,7 +448,8 @@ def _split_off(idx: np.ndarray, labels: np.ndarray | None, fraction: float,
 def _corrupt(x: np.ndarray, kind: str, level: float, rng: np.random.Generator) -> np.ndarray:
     from reconad.corruptions import corrupt  # torch-backed; imported only when needed
 
-    return np.asarray(corrupt(x, kind, level, rng), dtype=np.float32)
+    # Only the corrupted subset becomes float32; the clean images keep their stored dtype.
+    return np.asarray(corrupt(float_batch(np.asarray(x)), kind, level, rng), dtype=np.float32)
 
 
 def _ids(origin: str, idx: np.ndarray) -> np.ndarray:
@@ -462,7 +466,7 @@ def _make_set(x: np.ndarray, anomaly: bool, group: str | np.ndarray, label: np.n
               ids: np.ndarray) -> EvalSet:
     n = len(x)
     return EvalSet(
-        x=np.asarray(x, dtype=np.float32),
+        x=x if isinstance(x, ImageRows) else np.asarray(x),  # stored dtype, no float copy
         is_anomaly=np.full(n, anomaly, dtype=bool),
         group=np.broadcast_to(np.asarray(group, dtype=str), (n,)).copy(),
         label=label,
@@ -487,5 +491,17 @@ def _by_class(x: np.ndarray, labels: np.ndarray, idx: np.ndarray, origin: str, p
 def _concat(*parts: EvalSet) -> EvalSet:
     masks = None if any(p.masks is None for p in parts) else np.concatenate(
         [p.masks for p in parts])
-    return EvalSet(*(np.concatenate([getattr(p, f) for p in parts])
-                     for f in ("x", "is_anomaly", "group", "label", "ids")), masks)
+    return EvalSet(_join_images([p.x for p in parts]),
+                   *(np.concatenate([getattr(p, f) for p in parts])
+                     for f in ("is_anomaly", "group", "label", "ids")), masks)
+
+
+def _join_images(parts: list) -> np.ndarray | ImageRows:
+    """Images one after another: views of one source stay a view, arrays of one dtype stay
+    that dtype; a mix (clean uint8 beside corrupted float32 copies) becomes float32."""
+    if all(isinstance(p, ImageRows) for p in parts) and len({id(p.source) for p in parts}) == 1:
+        return parts[0].concat(*parts[1:])
+    arrays = [np.asarray(p) for p in parts]
+    if len({a.dtype for a in arrays}) > 1:
+        arrays = [float_batch(a) for a in arrays]
+    return np.concatenate(arrays)

@@ -36,6 +36,7 @@ import torch
 
 from reconad.device import model_device, to_device
 from reconad.errors import ReconadError
+from reconad.images import float_batch
 from reconad.losses import error_map, per_image_loss
 from reconad.models import Autoencoder
 
@@ -61,11 +62,15 @@ def pass_size(image_shape: tuple[int, ...]) -> int:
 def _chunks(x: np.ndarray, device: torch.device | None = None,
             size: int | None = None) -> Iterator[tuple[torch.Tensor, int]]:
     """(a (P, C, H, W) float32 batch on ``device`` (default CPU), how many of its images are
-    real) over ``x``; P = ``size``, else :func:`pass_size` of the image shape."""
+    real) over ``x``; P = ``size``, else :func:`pass_size` of the image shape.
+
+    ``x`` may hold its stored dtype (uint8, a memory-mapped ``.npy``): only one pass at a time
+    is converted to float32 (:func:`reconad.images.float_batch`).
+    """
     size = size or pass_size(x.shape[1:])
     device = device or torch.device("cpu")
     for start in range(0, len(x), size):
-        part = np.ascontiguousarray(x[start : start + size], dtype=np.float32)
+        part = float_batch(np.asarray(x[start : start + size]))  # only this pass as float32
         n = len(part)
         if n < size:
             part = np.concatenate([part, np.repeat(part[:1], size - n, axis=0)])

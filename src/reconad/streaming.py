@@ -318,7 +318,7 @@ def open_collection(
 
         if str(source).lower() in SOURCES:
             named = load_named(str(source), data_dir)
-            raw = np.round(named.test_x * 255).astype(np.uint8)  # back to the stored grey levels
+            raw = named.test_x  # uint8 (N, 1, H, W), the stored grey levels
             return ArrayCollection(raw, f"{named.name} test images", "test:{}", named.test_y,
                                    SOURCES[str(source).lower()].classes, **options)
         raise ReconadError(f"{path} does not exist and is not a named dataset "

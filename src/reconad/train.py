@@ -1,4 +1,4 @@
-"""The training loop: in-memory tensors, early stopping on the normal validation loss.
+"""The training loop: in-memory or streamed batches, early stopping on the normal validation loss.
 
 >>> from reconad.models import build_model
 >>> from reconad.config import ModelConfig
@@ -37,11 +37,14 @@ from reconad.device import (
 )
 from reconad.errors import ReconadError
 from reconad.files import atomic_file
+from reconad.imagerows import ImageRows
+from reconad.images import float_batch
 from reconad.losses import loss_from_config
 from reconad.patches import random_crops
 
 EVAL_BATCH = 2048  # images per forward pass when only evaluating (no activations kept)
 EVAL_VALUES = 2**24  # ... and at most this many input values (C*H*W each) per pass
+LOADER_WORKERS = 4  # at most this many processes decode streamed image files ahead
 
 
 @dataclass
@@ -107,7 +110,7 @@ def image_losses(model: nn.Module, x: torch.Tensor, loss_fn) -> torch.Tensor:
     ``x`` stays on the CPU; each pass is sent to the model's device."""
     model.eval()
     device = model_device(model)
-    step = max(1, min(EVAL_BATCH, EVAL_VALUES // max(1, x[0].numel()))) if len(x) else 1
+    step = max(1, min(EVAL_BATCH, EVAL_VALUES // max(1, x[0:1].numel()))) if len(x) else 1
     parts = []
     for start in range(0, len(x), step):
         batch = to_device(x[start : start + step], device)
@@ -160,9 +163,7 @@ def _train_epoch(model, x, y, loss_fn, class_weight: float, optimizer, cfg: Trai
     if pool is not None:
         order = pool[order]
     total, seen = 0.0, 0
-    for start in range(0, len(order), cfg.batch_size):  # the pool may be shorter than x
-        batch = order[start : start + cfg.batch_size]
-        target = x[batch]  # (B, C, H, W)
+    for batch, target in x.batches(order, cfg.batch_size):  # target (B, C, H, W) float32
         if cfg.crop is not None:  # patch training: one random crop of each image
             target = random_crops(target, cfg.crop, generator)  # (B, C, crop, crop)
         if cfg.augment_rotation or cfg.augment_zoom or cfg.augment_shift:
@@ -200,6 +201,64 @@ def _train_epoch(model, x, y, loss_fn, class_weight: float, optimizer, cfg: Trai
     return total / max(seen, 1)
 
 
+class TrainingImages:
+    """Training or validation images handed out as float32 batches in [0, 1].
+
+    In memory (the fast path) the images are one tensor of their stored dtype: uint8 stays
+    uint8 (a quarter of float32) and only each batch is converted. Streamed (``train_x`` an
+    :class:`reconad.imagerows.ImageRows` or a ``np.memmap``) nothing is held: each batch is
+    read from disk. Both give the same float32 values (:func:`reconad.images.float_batch`),
+    so a streamed fit equals an in-memory one.
+    """
+
+    def __init__(self, x: np.ndarray | ImageRows) -> None:
+        self.streamed = isinstance(x, (ImageRows, np.memmap))
+        self.x = x if self.streamed else torch.from_numpy(np.ascontiguousarray(x))
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def batches(self, order: torch.Tensor, size: int):
+        """``(positions, float32 images)`` of ``order`` taken ``size`` at a time.
+
+        Streamed image files are decoded ahead by a ``DataLoader``'s worker processes over
+        those batches (the order is drawn here, so it is the same with or without them).
+        """
+        chunks = [order[start : start + size] for start in range(0, len(order), size)]
+        workers = min(LOADER_WORKERS, os.cpu_count() or 1, len(chunks))
+        if not (isinstance(self.x, ImageRows) and self.x.decodes_files and workers > 1):
+            yield from ((chunk, self[chunk]) for chunk in chunks)
+            return
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(_Batches(self, chunks), batch_size=None, num_workers=workers)
+        yield from zip(chunks, loader, strict=True)
+
+    def __getitem__(self, index: torch.Tensor | slice) -> torch.Tensor:
+        """The images at ``index`` (positions or a slice), float32 (B, C, H, W)."""
+        if self.streamed:
+            if isinstance(index, torch.Tensor):
+                index = index.numpy()
+            return torch.from_numpy(float_batch(np.asarray(self.x[index])))
+        part = self.x[index]
+        if part.dtype == torch.float32:
+            return part
+        return torch.from_numpy(float_batch(part.numpy()))
+
+
+class _Batches:
+    """A map-style dataset whose item ``i`` is batch ``i`` of a :class:`TrainingImages`."""
+
+    def __init__(self, images: TrainingImages, chunks: list[torch.Tensor]) -> None:
+        self.images, self.chunks = images, chunks
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[self.chunks[i]]
+
+
 def fit_model(
     model: nn.Module,
     train_x: np.ndarray,
@@ -233,9 +292,8 @@ def fit_model(
     model.to(device)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    x = torch.from_numpy(np.ascontiguousarray(train_x, dtype=np.float32))
-    xv = None if val_x is None or len(val_x) == 0 else torch.from_numpy(
-        np.ascontiguousarray(val_x, dtype=np.float32))
+    x = TrainingImages(train_x)
+    xv = None if val_x is None or len(val_x) == 0 else TrainingImages(val_x)
     y = None
     if train_y is not None and model.n_classes:
         y = torch.as_tensor(np.asarray(train_y), dtype=torch.long)

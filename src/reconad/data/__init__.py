@@ -14,7 +14,9 @@ from reconad.sampling import stratified_sample
 
 @dataclass(frozen=True)
 class Dataset:
-    """Images as float32 ``(N, C, H, W)`` in [0, 1]; labels int64 ``(N,)`` or None."""
+    """Images ``(N, C, H, W)`` in their stored dtype (uint8 grey levels, or float32 in [0, 1]),
+    or :class:`reconad.imagerows.ImageRows` left on disk (``data.stream``); labels int64
+    ``(N,)`` or None. A batch becomes float32 in [0, 1] by :func:`reconad.images.float_batch`."""
 
     name: str
     train_x: np.ndarray
@@ -50,8 +52,12 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
         cfg: the ``data`` section of the config.
         seed: the run's seed; the same seed gives the same images.
 
+    With ``cfg.stream`` (``true``, or ``auto`` for images that would not fit) a ``.npy`` or a
+    folder is not read: the dataset's images are :class:`reconad.imagerows.ImageRows`, read
+    batch by batch when training and scoring ask for them.
+
     Returns:
-        The dataset, images float32 ``(N, C, H, W)`` in [0, 1].
+        The dataset, images ``(N, C, H, W)`` in their stored dtype (see :class:`Dataset`).
 
     Raises:
         ReconadError: unknown source, unreadable data, train and test of different shapes.
@@ -61,7 +67,8 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
     """
     from reconad.data.mvtec import is_defect_layout
     from reconad.data.sources import SOURCES, load_named
-    from reconad.data.user import load_user, prepare
+    from reconad.data.streamed import open_streamed, should_stream
+    from reconad.data.user import UserImages, load_user, prepare
 
     masks = None
     if cfg.source.lower() not in SOURCES and is_defect_layout(cfg.source):
@@ -70,6 +77,7 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
                                "images; remove data.test_source")
         name, train_x, train_y, test_x, test_y, masks, class_names = _load_defects(cfg, seed)
     elif cfg.source.lower() in SOURCES:
+        should_stream(cfg, None)  # data.stream=true is an error here
         if cfg.test_source is not None:
             raise ReconadError(
                 f"data.test_source is for your own data; {cfg.source} has its own test set: "
@@ -89,11 +97,18 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
             )
         options = {"resize": cfg.resize, "grayscale": cfg.grayscale,
                    "label_column": cfg.label_column}
-        user = load_user(path, **options)
+        stream = should_stream(cfg, path)
+
+        def read(where: str | Path, classes: tuple[str, ...] | None = None):
+            if stream:  # left on disk: ImageRows, read batch by batch
+                return UserImages(*open_streamed(Path(where).expanduser(), cfg, classes))
+            return load_user(where, classes=classes, **options)
+
+        user = read(path)
         name = path.stem or str(path)
         class_names = user.class_names
         if cfg.test_source is not None:
-            test = load_user(cfg.test_source, classes=user.class_names, **options)
+            test = read(cfg.test_source, user.class_names)
             train_x, train_y, test_x, test_y = user.x, user.y, test.x, test.y
             class_names = test.class_names or class_names  # the training names come first
         elif user.x_test is not None:

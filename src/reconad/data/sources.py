@@ -266,7 +266,8 @@ def load_named(
     download: bool = True,
     mirrors: Sequence[str] | None = None,
 ) -> Dataset:
-    """Load a named dataset as float32 ``(N, 1, 28, 28)`` images in [0, 1] and int64 labels.
+    """Load a named dataset as uint8 ``(N, 1, 28, 28)`` images (grey levels 0..255, as stored;
+    :func:`reconad.images.float_batch` makes a batch float32 in [0, 1]) and int64 labels.
 
     Args:
         name: ``mnist``, ``fashion-mnist`` or ``kmnist``.
@@ -292,13 +293,8 @@ def load_named(
             )
     return Dataset(
         name=source.name,
-        train_x=_to_float(train_x),
+        train_x=train_x[:, None],  # (N, H, W) -> (N, 1, H, W), uint8 kept
         train_y=train_y.astype(np.int64),
-        test_x=_to_float(test_x),
+        test_x=test_x[:, None],
         test_y=test_y.astype(np.int64),
     )
-
-
-def _to_float(images: np.ndarray) -> np.ndarray:
-    """uint8 ``(N, H, W)`` -> float32 ``(N, 1, H, W)`` in [0, 1]."""
-    return (images.astype(np.float32) / np.float32(255.0))[:, None]

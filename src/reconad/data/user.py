@@ -1,7 +1,8 @@
 """The user's own images: ``.npz``/``.npy`` arrays, a folder of image files, or a CSV.
 
-Whatever the input, the output is float32 ``(N, C, H, W)`` in [0, 1] with C = 1 or 3, plus
-int64 labels ``(N,)`` or None. Pixel values follow :func:`reconad.images.as_images`, the rule
+Whatever the input, the output is ``(N, C, H, W)`` with C = 1 or 3 in its stored form (uint8
+grey levels stay uint8, a quarter of float32; floats become float32 in [0, 1]), plus int64
+labels ``(N,)`` or None. Pixel values follow :func:`reconad.images.as_images`, the rule
 the detector applies too: integers are 0..255 grey levels divided by 255, floats must already
 lie in [0, 1].
 
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from reconad.errors import ReconadError
-from reconad.images import as_images
+from reconad.images import as_images, float_batch, stored_images
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm",
                   ".ppm", ".pbm"}
@@ -40,7 +41,8 @@ class UserImages:
     """Images loaded from one user path (``x_test``/``y_test`` only from an ``.npz``)."""
 
     x: np.ndarray
-    """float32 ``(N, C, H, W)`` in [0, 1]."""
+    """``(N, C, H, W)``: uint8 grey levels as stored, or float32 in [0, 1] (see
+    :func:`reconad.images.stored_images`)."""
     y: np.ndarray | None
     """int64 ``(N,)`` or None (unlabelled)."""
     class_names: tuple[str, ...] | None = None
@@ -90,7 +92,7 @@ def load_user(
     elif "idx3-ubyte" in path.name:  # an MNIST-style IDX image file (.gz or raw)
         from reconad.data.idx import read_idx
 
-        data = UserImages(as_images(to_nchw(read_idx(path), str(path)), str(path)), None)
+        data = UserImages(stored_images(to_nchw(read_idx(path), str(path)), str(path)), None)
     else:
         raise ReconadError(f"{path}: unsupported file type {suffix or '(none)'!r}; give {FORMATS}")
     return UserImages(
@@ -116,7 +118,7 @@ def load_images(
         float32 ``(N, C, H, W)`` in [0, 1], and int64 ``(N,)`` labels or None.
     """
     data = load_user(path, resize, grayscale, label_column)
-    return data.x, data.y
+    return float_batch(data.x), data.y
 
 
 # --- arrays -------------------------------------------------------------------------------
@@ -183,16 +185,22 @@ def names_to_indices(
 def prepare(
     images: np.ndarray, resize: tuple[int, int] | None = None, grayscale: bool = False
 ) -> np.ndarray:
-    """Optional grey conversion and resize of float ``(N, C, H, W)`` images in [0, 1].
+    """Optional grey conversion and resize of ``(N, C, H, W)`` images.
 
     Args:
-        images: float32 ``(N, C, H, W)``.
+        images: ``(N, C, H, W)`` as checked by :func:`reconad.images.as_images` (any stored
+            dtype).
         resize: (height, width), bilinear with antialiasing (Pillow); None = as they are.
         grayscale: RGB -> one grey channel (ITU-R 601-2 luma); grey images are unchanged.
 
     Returns:
-        float32 ``(N, C', H', W')`` in [0, 1].
+        ``(N, C', H', W')``: uint8 kept as it is when nothing changes, else float32 in [0, 1].
     """
+    changes = ((grayscale and images.shape[1] == 3)
+               or (resize is not None and tuple(images.shape[2:]) != tuple(resize)))
+    if not changes and images.dtype == np.uint8:
+        return images  # stored grey levels: converted to float32 batch by batch later
+    images = float_batch(images)
     if grayscale and images.shape[1] == 3:
         images = np.tensordot(images, LUMA, axes=([1], [0]))[:, None]  # (N, 1, H, W)
     if resize is not None and tuple(images.shape[2:]) != tuple(resize):
@@ -212,7 +220,7 @@ def _load_arrays(path: Path, classes: Sequence[str] | None) -> UserImages:
     """``.npy`` (images) or ``.npz`` (x/images, y/labels, x_test, y_test)."""
     arrays = _open_arrays(path)
     if isinstance(arrays, np.ndarray):  # .npy
-        return UserImages(as_images(to_nchw(arrays, str(path)), str(path)), None)
+        return UserImages(stored_images(to_nchw(arrays, str(path)), str(path)), None)
     x_key, y_key = _image_keys(path, arrays)
     x, y, names = _images_and_labels(path, arrays, x_key, y_key, classes)
     if "x_test" not in arrays:
@@ -296,7 +304,7 @@ def _images_and_labels(
     classes: Sequence[str] | None,
 ) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...] | None]:
     name = f"{path}[{x_key!r}]"
-    x = as_images(to_nchw(arrays[x_key], name), name)
+    x = stored_images(to_nchw(arrays[x_key], name), name)
     if y_key is None:
         return x, None, None
     y, names = _labels_for(path, arrays, x_key, y_key, len(x), classes)
@@ -358,7 +366,7 @@ def _load_csv(path: Path, label_column: str, classes: Sequence[str] | None) -> U
     # Written as whole numbers: 0..255 grey levels (huge ones stay floats: int64 would wrap).
     if np.all(pixels == np.round(pixels)) and np.all(np.abs(pixels) <= 2**53):
         pixels = pixels.astype(np.int64)
-    x = as_images(pixels.reshape(len(pixels), side, side), str(path))  # (N, 1, H, W)
+    x = stored_images(pixels.reshape(len(pixels), side, side), str(path))  # (N, 1, H, W)
     return UserImages(x, labels, names)
 
 
@@ -394,7 +402,7 @@ def _load_folder(
 ) -> UserImages:
     """Images directly in ``folder`` (unlabelled) or in class sub-folders (labelled)."""
     files, label_names = list_image_folder(folder)
-    images = [read_image(p, folder) for p in files]  # each (C, H, W)
+    images = [read_image(p, folder, stored=True) for p in files]  # each (C, H, W)
     if grayscale:
         images = [prepare(im[None], grayscale=True)[0] for im in images]
     elif any(im.shape[0] == 3 for im in images):  # mixed grey and colour: grey -> 3 equal channels
@@ -409,7 +417,9 @@ def _load_folder(
                     f"images differ in size: {files[0]} is {first[0]}x{first[1]} (HxW) but "
                     f"{path} is {image.shape[1]}x{image.shape[2]}; {_RESIZE_HINT}"
                 )
-    x = np.stack(images).astype(np.float32, copy=False)  # (N, C, H, W)
+    if len({im.dtype for im in images}) > 1:  # e.g. 8-bit beside 16-bit files: all float32
+        images = [float_batch(im[None])[0] for im in images]
+    x = np.stack(images)  # (N, C, H, W), uint8 for 8-bit files
     if label_names is None:
         return UserImages(x, None)
     y, names = names_to_indices(label_names, classes)
@@ -455,8 +465,9 @@ def list_image_folder(folder: Path) -> tuple[list[Path], list[str] | None]:
     return files, label_names
 
 
-def read_image(path: Path, folder: Path) -> np.ndarray:
-    """One image file as float32 ``(C, H, W)`` in [0, 1], C = 1 (grey) or 3 (colour).
+def read_image(path: Path, folder: Path, stored: bool = False) -> np.ndarray:
+    """One image file as float32 ``(C, H, W)`` in [0, 1], C = 1 (grey) or 3 (colour); with
+    ``stored`` an 8-bit file stays uint8 (its grey levels).
 
     Raises:
         ReconadError: the file is not an image Pillow can read (the message names it and
@@ -487,4 +498,6 @@ def read_image(path: Path, folder: Path) -> np.ndarray:
             f"{path} is not an image Pillow can read ({type(exc).__name__}: {exc}); remove it "
             f"from {folder} or convert it to PNG"
         ) from None
+    if stored:
+        return stored_images(pixels[None], str(path))[0]
     return as_images(pixels[None], str(path))[0]  # (C, H, W): uint8 / 255, floats as they are
