@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
+from tolerances import assert_close
 
 from reconad.config import ModelConfig, TrainConfig
 from reconad.detector import Detector
@@ -65,15 +66,15 @@ def test_reconstruction_and_error_maps_have_image_shapes(fitted, split):
     maps = fitted.error_maps(x[:5])
     assert maps.shape == (5, 16, 16)
     # For mse the per-image score is the mean of the per-pixel squared error map.
-    np.testing.assert_allclose(maps.mean(axis=(1, 2)), fitted.anomaly_score(x[:5]), rtol=1e-5)
+    assert_close(maps.mean(axis=(1, 2)), fitted.anomaly_score(x[:5]), what="mean of the error map")
 
 
 def test_uint8_and_three_dimensional_inputs_are_accepted(fitted, split):
     _, x, _ = split
     as_uint8 = np.round(x[:, 0] * 255).astype(np.uint8)  # (N, H, W)
-    np.testing.assert_allclose(fitted.anomaly_score(as_uint8),
-                               fitted.anomaly_score(as_uint8.astype(np.float32)[:, None] / 255),
-                               rtol=1e-6)
+    assert_close(fitted.anomaly_score(as_uint8),
+                 fitted.anomaly_score(as_uint8.astype(np.float32)[:, None] / 255),
+                 what="uint8 vs float32 scores")
 
 
 def test_same_seed_same_scores(split):

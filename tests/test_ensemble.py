@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tolerances import assert_close
 
 from reconad.config import LossConfig, ModelConfig, TrainConfig
 from reconad.detector import Detector
@@ -57,7 +58,7 @@ def test_ensemble_detector_scores_the_mean_reconstruction_and_round_trips(tiny_i
                    ).fit(x[y < 3], y=y[y < 3])
     assert det.scorer_.bank.shape[1] == 12
     members = torch.stack([m(torch.from_numpy(x)) for m in det.model_.members]).mean(0)
-    np.testing.assert_allclose(det.reconstruct(x), members.detach().numpy(), rtol=1e-5)
+    assert_close(det.reconstruct(x), members.detach().numpy(), what="ensemble reconstruction")
     # Each member has its own class head on its own code; the energy is their mean.
     with torch.no_grad():
         energies = [-torch.logsumexp(m.class_head(m.encode(torch.from_numpy(x))), dim=1)

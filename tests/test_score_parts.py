@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
+from tolerances import assert_close
 
 from reconad.config import ModelConfig, load_config
 from reconad.detector import Detector
@@ -37,7 +38,7 @@ def test_parts_match_their_definitions(fitted, data):
     _, _, x_all, _ = data
     model = fitted.model_
     parts = fitted.score_parts(x_all)
-    np.testing.assert_allclose(parts["recon"], score_images(model, x_all, "mse"), rtol=1e-6)
+    assert_close(parts["recon"], score_images(model, x_all, "mse"), what="recon part")
     # latent_knn: brute-force mean distance to the 3 nearest bank codes.
     codes = latent_codes(model, x_all).double().numpy()
     bank = fitted.scorer_.bank.double().numpy()
@@ -46,7 +47,7 @@ def test_parts_match_their_definitions(fitted, data):
     with torch.no_grad():
         logits = model.class_head(model.encode(torch.from_numpy(x_all))).double().numpy()
     energy = -np.log(np.exp(logits).sum(1))
-    np.testing.assert_allclose(parts["class_energy"], energy, rtol=1e-5, atol=1e-6)
+    assert_close(parts["class_energy"], energy, what="class energy")
 
 
 def test_bank_is_a_seeded_sample_of_the_training_codes(fitted, data):
@@ -70,7 +71,7 @@ def test_combined_score_is_the_sum_of_standardised_parts(fitted, data):
                 + (np.log(parts["latent_knn"]) - cal.mean["latent_knn"]) / cal.std["latent_knn"]
                 + (parts["class_energy"] - cal.mean["class_energy"]) / cal.std["class_energy"])
     scores = fitted.anomaly_score(x_all)
-    np.testing.assert_allclose(scores, expected, rtol=1e-6, atol=1e-9)
+    assert_close(scores, expected, what="combined score")
     assert roc_auc_score(is_anomaly, scores) > 0.95
     # Calibrated on the validation normals: their standardised parts have mean 0 and std 1.
     assert fitted.threshold_ == pytest.approx(np.quantile(fitted.val_scores_, 0.99))
