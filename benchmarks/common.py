@@ -21,7 +21,7 @@ import torch
 
 from reconad.config import Config, ThresholdConfig, load_config
 from reconad.detector import Detector
-from reconad.scenarios import Splits
+from reconad.splits import Splits
 from reconad.thresholds import evaluate_sets
 
 # --quick: a budget for trying a benchmark out (minutes on 2 cores), not for numbers.

@@ -158,8 +158,12 @@ def _check_user_file(example, work: Path) -> None:
 
 
 def _assert_images(x: np.ndarray) -> None:
-    assert x.dtype == np.float32 and x.ndim == 4 and x.shape[1] in (1, 3), x.shape
-    assert np.all(np.isfinite(x)) and (x.size == 0 or (x.min() >= 0 and x.max() <= 1))
+    """Loaded images: (N, 1|3, H, W) in their stored dtype — uint8 (any value is a pixel) or
+    float32 in [0, 1] (see reconad.images.stored_images)."""
+    assert x.dtype in (np.uint8, np.float32) and x.ndim == 4 and x.shape[1] in (1, 3), (
+        x.dtype, x.shape)
+    if x.dtype == np.float32:
+        assert np.all(np.isfinite(x)) and (x.size == 0 or (x.min() >= 0 and x.max() <= 1))
 
 
 # --- CSV -----------------------------------------------------------------------------------

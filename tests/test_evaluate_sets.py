@@ -7,7 +7,7 @@ import pytest
 
 from reconad.config import ThresholdConfig
 from reconad.metrics import evaluate_set
-from reconad.scenarios import EvalSet, Splits
+from reconad.splits import EvalSet, Splits
 from reconad.thresholds import compute_thresholds, evaluate_sets
 
 

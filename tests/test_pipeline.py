@@ -12,10 +12,11 @@ from sklearn.metrics import roc_auc_score
 from tolerances import assert_close
 
 import reconad.pipeline as pipeline
-from reconad.config import load_config, preset_names
+from reconad.config import load_config
 from reconad.data.idx import read_idx
 from reconad.detector import Detector
 from reconad.errors import ReconadError
+from reconad.presets import preset_names
 
 TINY = ["data.max_train=600", "data.max_test=400", "train.epochs=2"]
 THRESHOLD_KEYS = {"value", "tp", "fp", "tn", "fn", "tpr", "fpr", "precision", "recall", "f1",

@@ -178,7 +178,7 @@ def compare_command(
 @app.command("presets")
 def presets_command() -> None:
     """List the presets, one line each."""
-    from reconad.config import preset_description, preset_names
+    from reconad.presets import preset_description, preset_names
 
     _list(preset_names(), preset_description)
 

@@ -35,7 +35,8 @@ from reconad.images import float_batch
 from reconad.localization import localization_metrics
 from reconad.metrics import group_stats
 from reconad.rundir import write_history, write_scores
-from reconad.scenarios import EvalSet, Splits, make_splits
+from reconad.scenarios import make_splits
+from reconad.splits import EvalSet, Splits
 from reconad.thresholds import evaluate_sets
 
 SAMPLES_PER_GROUP = 8

@@ -29,83 +29,25 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
 from reconad.config import ScenarioConfig
 from reconad.data import Dataset
 from reconad.errors import ReconadError
-from reconad.imagerows import ImageRows
 from reconad.images import float_batch
 from reconad.sampling import stratified_sample
-
-
-@dataclass(frozen=True, eq=False)
-class EvalSet:
-    """One evaluated set of images with their ground truth.
-
-    Attributes:
-        x: (N, C, H, W) images in their stored dtype (uint8 grey levels, float32 in [0, 1]
-            for corrupted copies), or :class:`reconad.imagerows.ImageRows` read from disk.
-        is_anomaly: (N,) bool.
-        group: (N,) str: "normal", "class 8", "gaussian 0.2", "planted class 3", ...
-        label: (N,) int64 original class, -1 when unknown.
-        ids: (N,) str stable image ids: "test:123", "train:57", "test:123+gaussian".
-        masks: (N, H, W) bool defect pixels when the data has masks (a defect dataset), else
-            None. Normal images have empty masks, a corrupted copy a full one.
-    """
-
-    x: np.ndarray
-    is_anomaly: np.ndarray
-    group: np.ndarray
-    label: np.ndarray
-    ids: np.ndarray
-    masks: np.ndarray | None = None
-
-    def sizes(self) -> dict[str, int]:
-        """Number of images in each group, in order of first appearance."""
-        names, first, counts = np.unique(self.group, return_index=True, return_counts=True)
-        order = np.argsort(first)
-        return {str(names[i]): int(counts[i]) for i in order}
-
-
-@dataclass(frozen=True, eq=False)
-class Splits:
-    """Everything a scenario decides: what the model is fitted on and what it is judged on.
-
-    Attributes:
-        train: (N, C, H, W) images the model is fitted on.
-        val: (M, C, H, W) held-out training images (early stopping, quantile threshold).
-        sets: evaluated sets: "dev" and "eval" always, "final" in holdout with split_final.
-        train_group: what the training images are, e.g. "normal" or "unlabelled pool".
-        train_labels: (N,) int64 class of each training image where the scenario may use it
-            (the normal classes of holdout and one-class), else None (an unlabelled pool).
-        dev_is_pool: the dev set is the unlabelled training pool itself (contamination).
-    """
-
-    train: np.ndarray
-    val: np.ndarray
-    sets: dict[str, EvalSet]
-    train_group: str
-    train_labels: np.ndarray | None = None
-    dev_is_pool: bool = False
-
-    def quantile_reference(self, dev_scores: np.ndarray, val_scores: np.ndarray) -> np.ndarray:
-        """The scores the label-free ``quantile`` threshold is taken over.
-
-        The normal validation images' scores; but where the dev set is the unlabelled pool
-        (contamination) all of its scores, labels unused: protocol 4 flags "the images above a
-        high quantile of the scores", and the pool holds far more images than its validation
-        part, so a 99 % quantile rests on ~70 images instead of ~7.
-        """
-        return dev_scores if self.dev_is_pool else val_scores
-
-    def sizes(self) -> dict:
-        """``{"train": n, "val": n, "dev": {"normal": n, "class 8": n}, "eval": {...}}``."""
-        out: dict = {"train": int(len(self.train)), "val": int(len(self.val))}
-        out.update({name: s.sizes() for name, s in self.sets.items()})
-        return out
+from reconad.splits import (
+    EvalSet,
+    Splits,
+    class_sets,
+    concat_sets,
+    ids_of,
+    label_of,
+    make_set,
+    normal_set,
+)
 
 
 def make_splits(dataset: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
@@ -240,7 +182,7 @@ def _holdout(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
                            "scenario.normal to classes that appear in the test data")
 
     def anomalies(classes: list[int]) -> EvalSet:
-        return _by_class(data.test_x, test_y, _where(test_y, classes), "test", "class ",
+        return class_sets(data.test_x, test_y, _where(test_y, classes), "test", "class ",
                          order=classes)
 
     dev_normal = final_normal = normal_test
@@ -248,13 +190,13 @@ def _holdout(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
         dev_normal, final_normal = _split_off(
             normal_test, test_y, cfg.final_fraction, _rng(seed, "final"),
             "scenario.final_fraction", "normal test images")
-    dev_normals = _normals(data.test_x, test_y, dev_normal, "test")
+    dev_normals = normal_set(data.test_x, test_y, dev_normal, "test")
     sets = {
-        "dev": _concat(dev_normals, anomalies(cfg.dev_anomaly)),
-        "eval": _concat(dev_normals, anomalies(cfg.eval_anomaly)),
+        "dev": concat_sets(dev_normals, anomalies(cfg.dev_anomaly)),
+        "eval": concat_sets(dev_normals, anomalies(cfg.eval_anomaly)),
     }
     if cfg.split_final:
-        sets["final"] = _concat(_normals(data.test_x, test_y, final_normal, "test"),
+        sets["final"] = concat_sets(normal_set(data.test_x, test_y, final_normal, "test"),
                                 anomalies(cfg.eval_anomaly))
     return Splits(data.train_x[train_idx], data.train_x[val_idx], sets, "normal",
                   train_y[train_idx].astype(np.int64))
@@ -278,21 +220,21 @@ def _one_class(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
     # Development anomalies: other classes' TRAINING images, so the test set stays untouched.
     # A defect dataset (MVTec AD) trains on good images only: its dev set is the validation
     # normals alone, and only the quantile threshold can be computed.
-    dev = _normals(data.train_x, train_y, val_idx, "train")
+    dev = normal_set(data.train_x, train_y, val_idx, "train")
     if data.masks is None or len(_where(train_y, others)):
         picked = _draw_share(_where(train_y, others), train_y, "scenario.dev_anomaly_fraction",
                              cfg.dev_anomaly_fraction, len(val_idx),
                              _rng(seed, "dev anomalies"),
                              "training images of the other classes (development anomalies)")
-        dev = _concat(dev, _by_class(data.train_x, train_y, picked, "train", "class "))
+        dev = concat_sets(dev, class_sets(data.train_x, train_y, picked, "train", "class "))
 
     test_normal, test_other = _where(test_y, cfg.normal), _where(test_y, others)
     if not len(test_normal) or not len(test_other):
         which = "normal" if not len(test_normal) else "anomalous"
         raise ReconadError(f"the test data has no {which} images for scenario.normal="
                            f"{cfg.normal}; check the labels of the test data")
-    evaluation = _concat(_normals(data.test_x, test_y, test_normal, "test"),
-                         _by_class(data.test_x, test_y, test_other, "test", "class "))
+    evaluation = concat_sets(normal_set(data.test_x, test_y, test_normal, "test"),
+                         class_sets(data.test_x, test_y, test_other, "test", "class "))
     return Splits(data.train_x[train_idx], data.train_x[val_idx],
                   {"dev": dev, "eval": evaluation}, "normal", train_y[train_idx].astype(np.int64))
 
@@ -316,10 +258,10 @@ def _corruption(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
         count = _count(fraction, len(idx))
         picked = stratified_sample(idx, y, count, _rng(seed, stream))
         noisy = _corrupt(x[picked], cfg.noise, cfg.noise_level, _rng(seed, stream + " noise"))
-        copies = _make_set(noisy, True, f"{cfg.noise} {cfg.noise_level:g}",
-                           _label_of(y, picked), np.char.add(_ids(origin, picked),
+        copies = make_set(noisy, True, f"{cfg.noise} {cfg.noise_level:g}",
+                           label_of(y, picked), np.char.add(ids_of(origin, picked),
                                                              f"+{cfg.noise}"))
-        return _concat(_normals(x, y, idx, origin), copies)
+        return concat_sets(normal_set(x, y, idx, origin), copies)
 
     sets = {
         "dev": with_copies(data.train_x, train_y, val_idx, "train", cfg.dev_anomaly_fraction,
@@ -358,11 +300,11 @@ def _contamination(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
                                     "scenario.val_fraction", "images in the training pool")
     normal_test = _where(test_y, normal)
     sets = {
-        "dev": _concat(_normals(data.train_x, train_y, normal_train, "train"),
-                       _by_class(data.train_x, train_y, planted, "train", "planted class ",
+        "dev": concat_sets(normal_set(data.train_x, train_y, normal_train, "train"),
+                       class_sets(data.train_x, train_y, planted, "train", "planted class ",
                                  order=cfg.contaminant)),
-        "eval": _concat(_normals(data.test_x, test_y, normal_test, "test"),
-                        _by_class(data.test_x, test_y,
+        "eval": concat_sets(normal_set(data.test_x, test_y, normal_test, "test"),
+                        class_sets(data.test_x, test_y,
                                   plant(test_y, normal_test, "eval anomalies", "test"),
                                   "test", "class ", order=cfg.contaminant)),
     }
@@ -450,58 +392,3 @@ def _corrupt(x: np.ndarray, kind: str, level: float, rng: np.random.Generator) -
 
     # Only the corrupted subset becomes float32; the clean images keep their stored dtype.
     return np.asarray(corrupt(float_batch(np.asarray(x)), kind, level, rng), dtype=np.float32)
-
-
-def _ids(origin: str, idx: np.ndarray) -> np.ndarray:
-    return np.char.add(f"{origin}:", idx.astype(str))
-
-
-def _label_of(labels: np.ndarray | None, idx: np.ndarray) -> np.ndarray:
-    if labels is None:
-        return np.full(len(idx), -1, dtype=np.int64)
-    return labels[idx].astype(np.int64)
-
-
-def _make_set(x: np.ndarray, anomaly: bool, group: str | np.ndarray, label: np.ndarray,
-              ids: np.ndarray) -> EvalSet:
-    n = len(x)
-    return EvalSet(
-        x=x if isinstance(x, ImageRows) else np.asarray(x),  # stored dtype, no float copy
-        is_anomaly=np.full(n, anomaly, dtype=bool),
-        group=np.broadcast_to(np.asarray(group, dtype=str), (n,)).copy(),
-        label=label,
-        ids=ids,
-    )
-
-
-def _normals(x: np.ndarray, labels: np.ndarray | None, idx: np.ndarray, origin: str) -> EvalSet:
-    return _make_set(x[idx], False, "normal", _label_of(labels, idx), _ids(origin, idx))
-
-
-def _by_class(x: np.ndarray, labels: np.ndarray, idx: np.ndarray, origin: str, prefix: str,
-              order: Sequence[int] | None = None) -> EvalSet:
-    """Anomalies ``idx`` grouped "<prefix><class>", class by class (in ``order`` if given)."""
-    y = labels[idx]
-    classes = list(order) if order is not None else sorted(np.unique(y).tolist())
-    idx = np.concatenate([idx[y == c] for c in classes])  # class by class, original order
-    return _make_set(x[idx], True, np.char.add(prefix, labels[idx].astype(str)),
-                     _label_of(labels, idx), _ids(origin, idx))
-
-
-def _concat(*parts: EvalSet) -> EvalSet:
-    masks = None if any(p.masks is None for p in parts) else np.concatenate(
-        [p.masks for p in parts])
-    return EvalSet(_join_images([p.x for p in parts]),
-                   *(np.concatenate([getattr(p, f) for p in parts])
-                     for f in ("is_anomaly", "group", "label", "ids")), masks)
-
-
-def _join_images(parts: list) -> np.ndarray | ImageRows:
-    """Images one after another: views of one source stay a view, arrays of one dtype stay
-    that dtype; a mix (clean uint8 beside corrupted float32 copies) becomes float32."""
-    if all(isinstance(p, ImageRows) for p in parts) and len({id(p.source) for p in parts}) == 1:
-        return parts[0].concat(*parts[1:])
-    arrays = [np.asarray(p) for p in parts]
-    if len({a.dtype for a in arrays}) > 1:
-        arrays = [float_batch(a) for a in arrays]
-    return np.concatenate(arrays)

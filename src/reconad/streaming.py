@@ -147,7 +147,7 @@ class FileCollection(Collection):
 
     def read(self, i: int) -> np.ndarray:
         """File ``i`` as float32 (C, H, W) in [0, 1], prepared as the detector's images were."""
-        from reconad.data.user import read_image
+        from reconad.data.folders import read_image
 
         path = self.files[i]
         return fit_image(read_image(path, self.root), str(path), self.shape, self.resize,
@@ -211,7 +211,7 @@ class ParquetCollection(FileCollection):
         """Row ``i``'s image as float32 (C, H, W) in [0, 1], prepared like the training images."""
         import io
 
-        from reconad.data.user import read_image
+        from reconad.data.folders import read_image
 
         group = int(np.searchsorted(self.starts, i, side="right")) - 1
         if self._group is None or self._group[0] != group:
@@ -285,13 +285,8 @@ def open_collection(
     Raises:
         ReconadError: a missing or unreadable input, an empty folder, etc.
     """
-    from reconad.data.user import (
-        IMAGE_SUFFIXES,
-        list_image_folder,
-        load_user,
-        names_to_indices,
-        read_raw_arrays,
-    )
+    from reconad.data.folders import IMAGE_SUFFIXES, list_image_folder
+    from reconad.data.user import load_user, names_to_indices, read_raw_arrays
 
     path = Path(source).expanduser()
     options = {"resize": resize, "grayscale": grayscale}

@@ -30,7 +30,7 @@ from reconad.errors import ReconadError
 from reconad.metrics import check_scores, evaluate_set
 
 if TYPE_CHECKING:
-    from reconad.scenarios import Splits
+    from reconad.splits import Splits
 
 METHODS = ("youden", "max_f1", "pr_closest", "quantile", "target_fpr", "target_recall", "fixed")
 

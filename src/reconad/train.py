@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from reconad.augment import augment_batch
+from reconad.batches import TrainingImages
 from reconad.config import LossConfig, TrainConfig
 from reconad.corruptions import corrupt
 from reconad.device import (
@@ -37,14 +38,11 @@ from reconad.device import (
 )
 from reconad.errors import ReconadError
 from reconad.files import atomic_file
-from reconad.imagerows import ImageRows
-from reconad.images import float_batch
 from reconad.losses import loss_from_config
 from reconad.patches import random_crops
 
 EVAL_BATCH = 2048  # images per forward pass when only evaluating (no activations kept)
 EVAL_VALUES = 2**24  # ... and at most this many input values (C*H*W each) per pass
-LOADER_WORKERS = 4  # at most this many processes decode streamed image files ahead
 
 
 @dataclass
@@ -199,64 +197,6 @@ def _train_epoch(model, x, y, loss_fn, class_weight: float, optimizer, cfg: Trai
             "train.optimizer=adam"
         )
     return total / max(seen, 1)
-
-
-class TrainingImages:
-    """Training or validation images handed out as float32 batches in [0, 1].
-
-    In memory (the fast path) the images are one tensor of their stored dtype: uint8 stays
-    uint8 (a quarter of float32) and only each batch is converted. Streamed (``train_x`` an
-    :class:`reconad.imagerows.ImageRows` or a ``np.memmap``) nothing is held: each batch is
-    read from disk. Both give the same float32 values (:func:`reconad.images.float_batch`),
-    so a streamed fit equals an in-memory one.
-    """
-
-    def __init__(self, x: np.ndarray | ImageRows) -> None:
-        self.streamed = isinstance(x, (ImageRows, np.memmap))
-        self.x = x if self.streamed else torch.from_numpy(np.ascontiguousarray(x))
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def batches(self, order: torch.Tensor, size: int):
-        """``(positions, float32 images)`` of ``order`` taken ``size`` at a time.
-
-        Streamed image files are decoded ahead by a ``DataLoader``'s worker processes over
-        those batches (the order is drawn here, so it is the same with or without them).
-        """
-        chunks = [order[start : start + size] for start in range(0, len(order), size)]
-        workers = min(LOADER_WORKERS, os.cpu_count() or 1, len(chunks))
-        if not (isinstance(self.x, ImageRows) and self.x.decodes_files and workers > 1):
-            yield from ((chunk, self[chunk]) for chunk in chunks)
-            return
-        from torch.utils.data import DataLoader
-
-        loader = DataLoader(_Batches(self, chunks), batch_size=None, num_workers=workers)
-        yield from zip(chunks, loader, strict=True)
-
-    def __getitem__(self, index: torch.Tensor | slice) -> torch.Tensor:
-        """The images at ``index`` (positions or a slice), float32 (B, C, H, W)."""
-        if self.streamed:
-            if isinstance(index, torch.Tensor):
-                index = index.numpy()
-            return torch.from_numpy(float_batch(np.asarray(self.x[index])))
-        part = self.x[index]
-        if part.dtype == torch.float32:
-            return part
-        return torch.from_numpy(float_batch(part.numpy()))
-
-
-class _Batches:
-    """A map-style dataset whose item ``i`` is batch ``i`` of a :class:`TrainingImages`."""
-
-    def __init__(self, images: TrainingImages, chunks: list[torch.Tensor]) -> None:
-        self.images, self.chunks = images, chunks
-
-    def __len__(self) -> int:
-        return len(self.chunks)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.images[self.chunks[i]]
 
 
 def fit_model(

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reconad.data.user import IMAGE_SUFFIXES, LUMA
+from reconad.data.folders import IMAGE_SUFFIXES
+from reconad.data.user import LUMA
 from reconad.errors import ReconadError
 
 NORMAL_KIND = "good"

@@ -50,7 +50,8 @@ def open_streamed(path: Path, cfg: DataConfig, classes: tuple[str, ...] | None =
     nothing decoded: a ``.npy`` is memory-mapped (stored dtype kept, or prepared batch by
     batch when ``data.resize``/``data.grayscale`` change it), a folder's files are decoded
     when a batch asks for them."""
-    from reconad.data.user import list_image_folder, names_to_indices
+    from reconad.data.folders import list_image_folder
+    from reconad.data.user import names_to_indices
     from reconad.streaming import open_collection
 
     options = {"resize": cfg.resize, "grayscale": cfg.grayscale}
@@ -75,7 +76,7 @@ def _count_and_shape(path: Path) -> tuple[int, tuple[int, ...]]:
     """Number of images and (C, H, W) as stored, read from the ``.npy`` header or the
     folder listing and its first image."""
     if path.is_dir():
-        from reconad.data.user import list_image_folder, read_image
+        from reconad.data.folders import list_image_folder, read_image
 
         files, _ = list_image_folder(path)
         return len(files), read_image(files[0], path).shape
@@ -87,7 +88,8 @@ def _count_and_shape(path: Path) -> tuple[int, tuple[int, ...]]:
 
 def _first_image_shape(folder: Path, cfg: DataConfig) -> tuple[int, int, int]:
     """(C, H, W) every image of ``folder`` is made into: its first image's, prepared."""
-    from reconad.data.user import list_image_folder, prepare, read_image
+    from reconad.data.folders import list_image_folder, read_image
+    from reconad.data.user import prepare
 
     files, _ = list_image_folder(folder)
     first = prepare(read_image(files[0], folder)[None], cfg.resize, cfg.grayscale)
