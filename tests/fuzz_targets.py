@@ -340,8 +340,11 @@ def detector_files(draw) -> bytes:
         for path, value in edits:
             node = tree
             for key in path[:-1]:
-                node = node[key] if isinstance(node, dict) or isinstance(key, int) else None
-                if node is None or not isinstance(node, dict | list):
+                try:  # an earlier edit may have replaced this branch: then skip this edit
+                    node = node[key]
+                except (IndexError, KeyError, TypeError):
+                    return
+                if not isinstance(node, dict | list):
                     return
             try:
                 node[path[-1]] = value
