@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reconad.data.idx import read_idx
+from reconad.data.idx import parse_idx, read_idx
 from reconad.errors import ReconadError
 
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -128,3 +128,19 @@ def test_missing_and_too_short(tmp_path):
         read_idx(tmp_path / "nope.gz")
     with pytest.raises(ReconadError, match=r"too short to be an IDX file \(2 bytes\)"):
         read_idx(write(tmp_path / "s", b"\0\0", compress=False))
+
+
+def test_shape_too_large_for_any_array_is_named(tmp_path):
+    # Found by the 10,000-input fuzz benchmark: a zero side next to 2**32-1 sides passed the
+    # size check (0 bytes expected) and NumPy then failed to make the empty array.
+    content = bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 0, 2**32 - 1, 2**32 - 1)
+    with pytest.raises(ReconadError, match="too large for any array"):
+        parse_idx(content, "x")
+    path = tmp_path / "x-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(content))
+    with pytest.raises(ReconadError, match="too large for any array"):
+        read_idx(path)
+    found = (b"\x00\x00\x0b\x07\x00\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00\x04\x00\x00"
+             b"\x00\x00\x80\x01\x80\x01\x80\x01\x80\x01\x80\x11\x80\x01")  # the fuzz input
+    with pytest.raises(ReconadError, match="too large for any array"):
+        parse_idx(found, "x")

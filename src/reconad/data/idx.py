@@ -13,6 +13,7 @@ turns into a confusing NumPy error later.
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -106,7 +107,11 @@ def parse_idx(content: bytes, name: str | Path = "<idx>") -> np.ndarray:
         )
     shape = struct.unpack(f">{ndim}I", content[4:header_end])
     dtype = IDX_DTYPES[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # Python integers: np.prod wraps around for huge declared sizes. A zero-sized shape with
+    # huge other sides is refused too (NumPy cannot even make that empty array).
+    if math.prod(max(side, 1) for side in shape) * dtype.itemsize > np.iinfo(np.intp).max:
+        raise ReconadError(f"{name} declares shape {shape}, too large for any array; {_FIX}")
+    expected = math.prod(shape) * dtype.itemsize
     got = len(content) - header_end
     if got < expected:
         raise ReconadError(
