@@ -160,6 +160,7 @@ def test_knn_distance_matches_a_float64_brute_force_oracle(monkeypatch, k):
     # Small blocks so that queries and bank are both split into several (memory bound).
     monkeypatch.setattr(scoring, "KNN_QUERIES", 16)
     monkeypatch.setattr(scoring, "KNN_BANK_CHUNK", 50)
+    monkeypatch.setattr(scoring, "KNN_GROUP", 3)  # the grouped search runs where k is small
     rng = np.random.default_rng(k)
     bank = rng.normal(5.0, 1.0, (230, 12)).astype(np.float32)  # offset: |a|^2 >> |a - b|^2
     near = bank[:20] + rng.normal(0, 1e-4, (20, 12)).astype(np.float32)  # tiny distances
@@ -171,6 +172,22 @@ def test_knn_distance_matches_a_float64_brute_force_oracle(monkeypatch, k):
     if k == 1:  # small distances stay accurate (the matmul form alone loses them)
         np.testing.assert_allclose(got[:20], _knn_oracle(near, bank, 1), rtol=1e-3)
         assert np.all(got[-3:] == 0.0)
+
+
+@pytest.mark.parametrize(("width", "n", "group"), [(1000, 13, 32), (999, 5, 7), (64, 3, 32),
+                                                   (50, 13, 4)])
+def test_smallest_finds_what_topk_finds(width, n, group):
+    from reconad.scoring import smallest
+
+    rng = np.random.default_rng(width)
+    values = torch.from_numpy(rng.normal(size=(40, width)).astype(np.float32))
+    values[:5] = values[:5].round()  # many ties
+    values[5, : n + 3] = -10.0  # the smallest all in one group
+    found, columns = smallest(values, n, group)
+    expect = values.topk(n, dim=1, largest=False).values
+    assert torch.equal(found, expect)
+    assert torch.equal(values.gather(1, columns), found)  # the columns hold those values
+    assert all(len(set(row.tolist())) == n for row in columns)  # n distinct columns
 
 
 def test_knn_distance_with_k_above_the_bank_size_uses_the_whole_bank():

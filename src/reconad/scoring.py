@@ -162,6 +162,7 @@ LOG_PARTS = ("recon", "latent_knn")  # positive distances: standardised on a log
 KNN_QUERIES = 256  # codes compared with the bank at once
 KNN_BANK_CHUNK = 8192  # bank codes per distance block: at most (256, 8192) floats at once
 KNN_MARGIN = 8  # extra candidates re-measured exactly, in case rounding misordered the k-th
+KNN_GROUP = 32  # bank codes per group in the two-stage search for the nearest (see smallest)
 
 
 @torch.no_grad()
@@ -195,7 +196,7 @@ def knn_distance(codes: torch.Tensor, bank: torch.Tensor, k: int) -> np.ndarray:
         found_d, found_i = [], []
         for b0 in range(0, len(bank), KNN_BANK_CHUNK):
             rank = lifted @ keys[:, b0 : b0 + KNN_BANK_CHUNK]  # (B, Mb)
-            d, i = rank.topk(min(n_candidates, rank.shape[1]), dim=1, largest=False)
+            d, i = smallest(rank, min(n_candidates, rank.shape[1]))
             found_d.append(d)
             found_i.append(i + b0)
         pick = torch.cat(found_d, 1).topk(n_candidates, dim=1, largest=False).indices
@@ -204,6 +205,30 @@ def knn_distance(codes: torch.Tensor, bank: torch.Tensor, k: int) -> np.ndarray:
         nearest = exact.topk(k, dim=1, largest=False).values.sort(dim=1).values
         out.append(nearest.double().mean(1).numpy())
     return np.concatenate(out) if out else np.empty(0)
+
+
+def smallest(values: torch.Tensor, n: int,
+             group: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``n`` smallest entries of each row of ``values`` (B, M) and their columns, as
+    ``torch.topk(values, n, largest=False)`` gives them (ties aside), about twice as fast.
+
+    The row is cut into groups of ``group`` entries and only the ``n`` groups with the smallest
+    minima are searched: each of the ``n`` smallest entries lies in one of those groups (an
+    entry in any other group has ``n`` group minima, ``n`` other entries, at or below it).
+    """
+    group = group or KNN_GROUP
+    b, m = values.shape
+    if m <= n * group:
+        return values.topk(n, dim=1, largest=False)
+    pad = (-m) % group
+    if pad:
+        values = torch.nn.functional.pad(values, (0, pad), value=float("inf"))
+    groups = values.view(b, -1, group)
+    picked = groups.amin(2).topk(n, dim=1, largest=False).indices  # (B, n) group numbers
+    members = groups.gather(1, picked[:, :, None].expand(-1, -1, group)).reshape(b, -1)
+    found, where = members.topk(n, dim=1, largest=False)
+    columns = (picked[:, :, None] * group + torch.arange(group)).reshape(b, -1)
+    return found, columns.gather(1, where)
 
 
 @torch.no_grad()
