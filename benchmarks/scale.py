@@ -8,7 +8,9 @@ measurement's memory never hides another's. Side by side in one run:
   ``reconad score`` command vs a bare forward pass of the detector's own network over the
   same images (``score_over_forward``: the fraction of the bare speed the command keeps);
 - peak RSS of ``reconad score`` on N and 10 N images (a memory-mapped ``.npy``;
-  ``rss_ratio_10x``, target <= 1.2) and on a folder of PNGs;
+  ``rss_ratio_10x``, target <= 1.2) and on folders of P and 10 P PNGs (P = 10,000; quick 1,000);
+- ``reconad score --engine ray`` with 1 and 2 local workers on the N images: wall time, and the
+  largest relative difference of its scores from the plain ``reconad score``'s;
 - ``reconad run default`` (``--set train.epochs=1``): peak RSS and the time outside training;
 - images/s of a plain dense and a conv autoencoder inside the scoring loop
   (:func:`reconad.scoring.score_images` over the memory-mapped images);
@@ -40,7 +42,7 @@ from .common import Context
 REPO = Path(__file__).resolve().parents[1]
 THREADS_ENV = "RECONAD_SCALE_THREADS"
 FULL_N, QUICK_N = 60_000, 6_000
-FULL_PNGS, QUICK_PNGS = 10_000, 1_000
+FULL_PNGS, QUICK_PNGS = 10_000, 1_000  # and a folder of 10 times as many (copies of these)
 # reconad run default, quick: a subset, as every --quick benchmark (see common.QUICK_OVERRIDES)
 QUICK_RUN = ["data.max_train=6000", "data.max_test=2000"]
 # streamed vs in-memory training: unlabelled .npy, so corrupted copies are the anomalies and
@@ -70,6 +72,8 @@ def _measure(ctx: Context, work: Path) -> tuple[dict, list[dict]]:
     _save_repeated(big, mnist[:n], 10)
     pngs = work / "pngs"
     _save_pngs(pngs, mnist[:n_png])
+    pngs_10x = work / "pngs-10x"
+    _copy_pngs(pngs, pngs_10x, 10)
     data = [] if ctx.data_dir is None else [f"data.data_dir={ctx.data_dir}"]
     threads = 1 if ctx.quick else (os.cpu_count() or 1)
     os.environ[THREADS_ENV] = str(threads)  # read by every probe
@@ -101,6 +105,16 @@ def _measure(ctx: Context, work: Path) -> tuple[dict, list[dict]]:
     forward = measure(f"bare forward pass, {n} from .npy", "forward", detector, str(small))
     tenfold = score(f"reconad score, {10 * n} from .npy", big, 10 * n)
     folder = score(f"reconad score, {n_png} PNGs", pngs, n_png)
+    folder_10x = score(f"reconad score, {10 * n_png} PNGs", pngs_10x, 10 * n_png)
+    ray = {}
+    for workers in (1, 2):
+        ray[workers] = measure(f"reconad score --engine ray --workers {workers}, {n} from .npy",
+                               "cli", "score", detector, str(small), "--engine", "ray",
+                               "--workers", str(workers), "--out",
+                               str(work / f"ray-{workers}.csv"))
+        ray[workers]["images_per_s"] = round(n / ray[workers]["wall_seconds"], 1)
+        ray[workers]["max_rel_diff_vs_score"] = _max_rel_diff(work / f"ray-{workers}.csv",
+                                                              work / f"{small.stem}.csv")
     loops = {kind: measure(f"{kind} AE inside score_images, {n}", "loop", kind, str(small))
              for kind in ("dense", "conv")}
     epochs = "1" if ctx.quick else "3"
@@ -130,6 +144,12 @@ def _measure(ctx: Context, work: Path) -> tuple[dict, list[dict]]:
         "rss_ratio_10x": round(tenfold["peak_rss_mib"] / command["peak_rss_mib"], 3),
         "png_images_per_s": folder["images_per_s"],
         "png_peak_rss_mib": folder["peak_rss_mib"],
+        "png_10x_peak_rss_mib": folder_10x["peak_rss_mib"],
+        "png_rss_ratio_10x": round(folder_10x["peak_rss_mib"] / folder["peak_rss_mib"], 3),
+        "ray_1_worker_seconds": ray[1]["wall_seconds"],
+        "ray_2_workers_seconds": ray[2]["wall_seconds"],
+        "ray_2_over_1_speedup": round(ray[1]["wall_seconds"] / ray[2]["wall_seconds"], 3),
+        "ray_max_rel_diff_vs_score": max(r["max_rel_diff_vs_score"] for r in ray.values()),
         "run_default_peak_rss_mib": run["peak_rss_mib"],
         "run_default_seconds_outside_training": run["seconds_outside_training"],
         "dense_loop_images_per_s": loops["dense"]["images_per_s"],
@@ -156,6 +176,28 @@ def _save_repeated(path: Path, images: np.ndarray, times: int) -> None:
         out[k * len(images):(k + 1) * len(images)] = images
     out.flush()
     del out
+
+
+def _copy_pngs(source: Path, folder: Path, times: int) -> None:
+    """``times`` copies of every PNG of ``source`` in ``folder`` (a larger folder, cheaply)."""
+    folder.mkdir(parents=True)
+    for k in range(times):
+        for path in sorted(source.iterdir()):
+            shutil.copyfile(path, folder / f"{k}-{path.name}")
+
+
+def _max_rel_diff(got: Path, expected: Path) -> float:
+    """The largest relative difference between two score CSVs' scores, matched by id."""
+    import csv
+
+    def scores(path: Path) -> dict[str, float]:
+        with path.open(newline="") as f:
+            return {row["id"]: float(row["score"]) for row in csv.DictReader(f)}
+
+    a, b = scores(got), scores(expected)
+    if a.keys() != b.keys():
+        raise RuntimeError(f"{got} and {expected} score different images")
+    return float(max(abs(a[i] - b[i]) / max(abs(b[i]), 1e-12) for i in b))
 
 
 def _save_pngs(folder: Path, images: np.ndarray) -> None:
