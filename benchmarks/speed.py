@@ -104,6 +104,8 @@ def speed(ctx: Context) -> tuple[dict, list[dict]]:
         headline[f"{tag}_train_samples_per_s"] = r["train_samples_per_s"]
         headline[f"{tag}_fraction_of_peak"] = r["fraction_of_peak"]
     for kind in MODELS:
+        headline[f"{kind}_best_fraction_of_peak"] = max(
+            r["fraction_of_peak"] for r in rows if r["model"] == kind)
         headline[f"{kind}_score_images_per_s"] = max(
             r["score_images_per_s"] for r in rows if r["model"] == kind)
     headline["peak_rss_mib"] = peak_rss_mib()
