@@ -234,3 +234,40 @@ def test_a_damaged_checkpoint_is_a_one_line_error(data, tmp_path):
     with pytest.raises(ReconadError, match="cannot read the training checkpoint"):
         fit_model(_model(), train_x, val_x, LossConfig(), TrainConfig(epochs=1), seed=0,
                   progress=False, checkpoint=ckpt)
+
+
+def test_a_resumed_run_keeps_the_loss_scale_it_had_reached(data, tmp_path, monkeypatch):
+    """float16 training's loss scaler (CUDA) is checkpointed: played here by an enabled CPU
+    scaler whose scale doubles every 2 steps, so a resume from its initial scale would differ."""
+    train_x, val_x = data
+    cfg = TrainConfig(epochs=3, batch_size=64, lr=3e-3)
+    made = []
+
+    def scaler(device, dtype):
+        made.append(torch.amp.GradScaler("cpu", init_scale=2.0**4, growth_factor=2.0,
+                                         growth_interval=2))
+        return made[-1]
+
+    monkeypatch.setattr(train_module, "grad_scaler", scaler)
+    fit_model(_model(), train_x, val_x, LossConfig(), cfg, seed=3, progress=False)
+    whole_scale = made[-1].get_scale()
+    assert whole_scale > 2.0**4  # it grew
+
+    ckpt = tmp_path / "checkpoint.pt"
+    real_epoch, calls = train_module._train_epoch, {"n": 0}
+
+    def killed_in_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise _Killed
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_train_epoch", killed_in_third)
+    with pytest.raises(_Killed):
+        fit_model(_model(), train_x, val_x, LossConfig(), cfg, seed=3, progress=False,
+                  checkpoint=ckpt)
+    monkeypatch.setattr(train_module, "_train_epoch", real_epoch)
+    assert torch.load(ckpt, weights_only=True)["scaler"]["scale"] > 2.0**4
+    fit_model(_model(), train_x, val_x, LossConfig(), cfg, seed=3, progress=False,
+              checkpoint=ckpt)
+    assert made[-1].get_scale() == whole_scale

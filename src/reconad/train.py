@@ -252,6 +252,8 @@ def fit_model(
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
         _set_random_states(state["random"], generator)
+        if state.get("scaler"):  # float16 on CUDA: the loss scale it had reached
+            precision[2].load_state_dict(state["scaler"])
         best_state, best, bad_epochs = state["best_model"], state["best"], state["bad_epochs"]
         history.rows, history.best_epoch = state["history"], state["best_epoch"]
         history.best_val_loss, history.stopped_early = state["best_val_loss"], state["stopped"]
@@ -298,7 +300,8 @@ def fit_model(
                         "epoch": epoch, "model": model.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "scheduler": None if scheduler is None else scheduler.state_dict(),
-                        "random": _random_states(generator), "best_model": best_state,
+                        "random": _random_states(generator), "scaler": precision[2].state_dict(),
+                        "best_model": best_state,
                         "best": best, "bad_epochs": bad_epochs, "history": history.rows,
                         "best_epoch": history.best_epoch, "best_val_loss": history.best_val_loss,
                         "stopped": history.stopped_early,
@@ -330,11 +333,13 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def _random_states(generator: torch.Generator) -> dict:
-    """Every random state training draws from: torch's global one (dropout), the batching
-    and augmentation ``generator``, numpy's and Python's (as tensors and plain numbers)."""
+    """Every random state training draws from: torch's global one (dropout) and each CUDA
+    device's, the batching and augmentation ``generator``, numpy's and Python's (as tensors and
+    plain numbers)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
     return {
-        "torch": torch.get_rng_state(), "generator": generator.get_state(),
+        "torch": torch.get_rng_state(), "cuda": cuda, "generator": generator.get_state(),
         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
         "python": random.getstate(),
     }
@@ -342,6 +347,9 @@ def _random_states(generator: torch.Generator) -> dict:
 
 def _set_random_states(states: dict, generator: torch.Generator) -> None:
     torch.set_rng_state(states["torch"])
+    cuda = states.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
     generator.set_state(states["generator"])
     kind, keys, pos, has_gauss, gauss = states["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
