@@ -82,3 +82,31 @@ def test_engine_ray_without_ray_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(ReconadError, match=r'pip install "reconad\[ray\]"'):
         ray_scoring._import_ray()
+
+
+@pytest.mark.parametrize(("device", "cluster_gpus", "gpus", "pool"), [
+    ("cpu", 4.0, 0, 3),   # a CPU scorer never holds a GPU
+    ("auto", 0.0, 0, 3),  # auto on a cluster without GPUs: CPU actors
+    ("auto", 2.0, 1, 2),  # auto where the cluster has GPUs: one actor per GPU
+    ("cuda", 0.0, 1, 3),  # asked for: reserved (Ray waits for a GPU node)
+])
+def test_actors_choose_the_device_from_the_cluster_not_the_driver(device, cluster_gpus, gpus,
+                                                                  pool):
+    require_tool(importlib.util.find_spec("ray") is not None,
+                 'ray is not installed (pip install "reconad[ray]")')
+    from reconad.ray_scoring import actor_resources
+
+    got = actor_resources(device, 3, None, cluster_gpus)
+    assert got["num_gpus"] == gpus
+    assert got["compute"].min_size == got["compute"].max_size == pool
+
+
+def test_an_unknown_device_is_refused_before_ray_starts(tmp_path):
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "reconad", "score",
+                           str(tmp_path / "d.safetensors"), str(tmp_path), "--engine", "ray",
+                           "--device", "tpu"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: unknown device 'tpu'; choose one of auto, cpu, cuda, mps")

@@ -40,6 +40,25 @@ from reconad.streaming import Collection
 INSTALL_HINT = 'pip install "reconad[ray]"'
 
 
+def actor_resources(device: str, workers: int, num_gpus: float | None,
+                    cluster_gpus: float) -> dict[str, Any]:
+    """The actor pool's ``compute`` and ``num_gpus`` for ``map_batches``.
+
+    ``num_gpus`` given: that many per actor. Otherwise one GPU per actor for ``cuda``, and for
+    ``auto`` where the cluster has GPUs (the pool then has at most one actor per GPU, so that no
+    actor waits for one); none for ``cpu``/``mps`` or a cluster without GPUs (a GPU reserved
+    for a CPU scorer would sit idle and cap the pool at the number of GPUs).
+    """
+    import ray
+
+    if num_gpus is None:
+        wants = device.startswith("cuda") or (device == "auto" and cluster_gpus >= 1)
+        num_gpus = 1 if wants else 0
+    if num_gpus and device == "auto" and cluster_gpus >= 1:
+        workers = max(1, min(workers, int(cluster_gpus // num_gpus)))
+    return {"compute": ray.data.ActorPoolStrategy(size=workers), "num_gpus": num_gpus}
+
+
 def _import_ray():
     try:
         import ray
@@ -81,9 +100,10 @@ def score_on_ray(
         gallery: PNG of the ``gallery_k`` highest and lowest scored images, or None.
         gallery_k: images per block of the gallery.
         title: the gallery's title.
-        num_gpus: GPUs reserved per actor; None = 1 when ``device`` is cuda, else 0 (a GPU
-            reserved for a CPU scorer would sit idle and cap the pool at the number of GPUs).
-        device: where each actor scores (``cpu``, ``cuda``, ``mps``, ``auto``).
+        num_gpus: GPUs reserved per actor; None: see :func:`actor_resources`.
+        device: where each actor scores (``cpu``, ``cuda``, ``mps``, ``auto``), resolved by
+            the actor on its own node (with ``auto``: a GPU where the cluster has one), not
+            on this driver, which may have none.
 
     Returns:
         The counts and the skipped files, as :func:`reconad.bulk_score.score_collection`.
@@ -114,8 +134,8 @@ def score_on_ray(
                                   ray.put(collection), device],),
             batch_size=batch_size,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=workers),
-            num_gpus=(1 if device.startswith("cuda") else 0) if num_gpus is None else num_gpus,
+            **actor_resources(device, workers, num_gpus,
+                              float(ray.cluster_resources().get("GPU", 0))),
         ).materialize()
         to_folder = out is not None and out.suffix.lower() != ".csv"
         if to_folder:
