@@ -17,7 +17,7 @@ SIGMAS = [1.0, 2.5]
 
 
 def _stats_oracle(x: np.ndarray) -> np.ndarray:
-    """(B, 2*C*S, H, W): per sigma the local means, then the local stds, with scipy."""
+    """(B, 2*C*S, H, W): per sigma the local means, then the local log stds, with scipy."""
     def blur(a: np.ndarray, sigma: float) -> np.ndarray:
         return np.stack([[gaussian_filter(ch, sigma, mode="reflect") for ch in img]
                          for img in a])
@@ -25,11 +25,11 @@ def _stats_oracle(x: np.ndarray) -> np.ndarray:
     out = []
     for sigma in SIGMAS:
         mean = blur(x, sigma)
-        out += [mean, np.sqrt(np.maximum(blur(x * x, sigma) - mean**2, 0))]
+        out += [mean, np.log(np.sqrt(np.maximum(blur(x * x, sigma) - mean**2, 0)) + 0.003)]
     return np.concatenate(out, axis=1)
 
 
-def test_local_stats_are_scipy_gaussian_mean_and_std():
+def test_local_stats_are_scipy_gaussian_mean_and_log_std():
     got = local_stats(torch.tensor(QUERY), SIGMAS).numpy()
     np.testing.assert_allclose(got, _stats_oracle(QUERY), rtol=1e-6, atol=1e-7)
 
@@ -89,7 +89,8 @@ def _fit(score: dict):
 
 
 def test_color_map_is_the_standardised_mahalanobis_map_of_the_training_images():
-    det = _fit({"map": "color", "color_sigmas": [1.5], "reduction": "max"})
+    det = _fit({"map": "color", "color_sigmas": [1.5], "reduction": "max",
+                "smooth_sigma": 1.0})  # the color map is not smoothed again
     stats = ColorStats([1.5]).fit([torch.from_numpy(IMAGES)])  # all training images
     normal = stats.map(torch.from_numpy(VAL)).double()
     mean, std = normal.mean(0), normal.std(0, correction=0)
@@ -151,7 +152,7 @@ def test_save_load_keeps_the_colour_statistics_and_refuses_edits(tmp_path):
         with pytest.raises(ReconadError, match=pattern):
             Detector.load(tmp_path / "bad.safetensors")
     header["score"]["map"] = "squared"
-    header["score"]["color_sigmas"] = [2.0, 4.0]
+    header["score"]["color_sigmas"] = [1.0, 2.0, 4.0]
     write_detector_file(tmp_path / "bad.safetensors", header, tensors)
     with pytest.raises(ReconadError, match="colour statistics its score does not use"):
         Detector.load(tmp_path / "bad.safetensors")

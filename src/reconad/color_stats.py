@@ -3,8 +3,9 @@
 A reconstruction residual misses two texture defects: a local colour or brightness shift (a
 fully convolutional autoencoder reproduces it) and a flat patch of the mean colour (a blurry
 reconstruction looks like one). Both change the *local statistics* of the image, whatever the
-model does: around every pixel, the Gaussian-weighted mean and standard deviation of each
-channel at a few scales (:func:`local_stats`, ``2 * C * len(sigmas)`` numbers per pixel).
+model does: around every pixel, the Gaussian-weighted mean and the log of the standard
+deviation of each channel at a few scales (:func:`local_stats`, ``2 * C * len(sigmas)`` numbers
+per pixel; the log makes a flat patch, whose deviation is near 0, as far out as a busy one).
 :class:`ColorStats` fits one Gaussian to those vectors over all pixels of the normal training
 images (streamed: only sums are kept) and maps each pixel of an image to the squared
 Mahalanobis distance of its vector, higher = more anomalous. The model is not involved, so the
@@ -29,13 +30,15 @@ import torch
 from reconad.errors import ReconadError
 from reconad.maps import gaussian_smooth
 
+# Added to a local standard deviation before its log: about 0.8 grey levels of 255.
+LOG_STD_EPS = 0.003
 # Ridge added to the covariance's diagonal, relative to its mean diagonal (and at least 1e-12):
 # keeps the inverse finite when a statistic never varies (a constant channel).
 RIDGE = 1e-6
 
 
 def local_stats(x: torch.Tensor, sigmas: list[float]) -> torch.Tensor:
-    """Gaussian-weighted local mean and standard deviation of every channel at every pixel.
+    """Gaussian-weighted local mean and log standard deviation of every channel at every pixel.
 
     Args:
         x: Images ``(B, C, H, W)``.
@@ -44,7 +47,7 @@ def local_stats(x: torch.Tensor, sigmas: list[float]) -> torch.Tensor:
 
     Returns:
         ``(B, 2 * C * len(sigmas), H, W)``: for each sigma in order, the C local means then the
-        C local standard deviations ``sqrt(max(E[x^2] - E[x]^2, 0))``.
+        C values ``log(sqrt(max(E[x^2] - E[x]^2, 0)) + LOG_STD_EPS)``.
     """
     if x.dim() != 4:
         raise ReconadError(f"local colour statistics need images (B, C, H, W), got shape "
@@ -57,7 +60,8 @@ def local_stats(x: torch.Tensor, sigmas: list[float]) -> torch.Tensor:
     for sigma in sigmas:
         mean = gaussian_smooth(flat, sigma)
         var = gaussian_smooth(flat * flat, sigma) - mean * mean
-        out += [mean.reshape(b, c, h, w), var.clamp_min(0).sqrt().reshape(b, c, h, w)]
+        log_std = (var.clamp_min(0).sqrt() + LOG_STD_EPS).log()
+        out += [mean.reshape(b, c, h, w), log_std.reshape(b, c, h, w)]
     return torch.cat(out, dim=1)
 
 

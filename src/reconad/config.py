@@ -201,7 +201,7 @@ class TrainConfig(_Section):
 
 ScorePart = Literal["recon", "latent_knn", "class_energy"]
 MAP_COMPONENTS = ("squared", "absolute", "ssim", "color")  # what score.map joins with +
-_COLOR_SIGMAS = [2.0, 4.0]
+_COLOR_SIGMAS = [1.0, 2.0, 4.0]
 
 
 class ScoreConfig(_Section):
@@ -240,7 +240,8 @@ class ScoreConfig(_Section):
     topk: Annotated[float, Field(gt=0.0, le=1.0)] = 0.01
     """map, reduction topk: fraction of the pixels averaged (0.01 = the top 1 %)."""
     smooth_sigma: Annotated[float, Field(ge=0.0, le=50.0)] = 0.0
-    """map: Gaussian smoothing of the map in pixels (0 = none)."""
+    """map: Gaussian smoothing of the map in pixels (0 = none); not of the ``color`` map,
+    which is made of local statistics already."""
     standardize: bool = False
     """map: standardise every pixel position by the mean and std of the normal validation
     images' maps there (saved in the detector), so always-busy places do not dominate."""

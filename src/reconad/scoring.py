@@ -89,7 +89,7 @@ def map_images(model: Autoencoder, x: np.ndarray, kinds: list[str], ssim_window:
     A kind is a :func:`reconad.maps.anomaly_map` kind (``squared``, ``absolute``, ``ssim``),
     ``color`` (``color_stats``' map of the image itself, :mod:`reconad.color_stats`) or a loss
     kind (``mse``, ``l1``, ``bce``, ``ssim``) of :func:`reconad.losses.error_map` when prefixed
-    ``loss:``; ``smooth_sigma`` > 0 smooths each map (Gaussian, pixels).
+    ``loss:``; ``smooth_sigma`` > 0 smooths each map but ``color`` (Gaussian, pixels).
     """
     from reconad.maps import anomaly_map, gaussian_smooth
 
@@ -101,13 +101,14 @@ def map_images(model: Autoencoder, x: np.ndarray, kinds: list[str], ssim_window:
     for batch, n in _chunks(x, model_device(model)):
         x_hat = model(batch) if needs_model else None
         for kind in kinds:
-            if kind == "color":
+            if kind == "color":  # local statistics already: not smoothed again
                 maps = color_stats.map(batch)
             elif kind.startswith("loss:"):
-                maps = error_map(kind[5:], x_hat, batch)
+                maps = gaussian_smooth(error_map(kind[5:], x_hat, batch), smooth_sigma)
             else:
-                maps = anomaly_map(batch, x_hat, kind, ssim_window=ssim_window)
-            out[kind].append(gaussian_smooth(maps, smooth_sigma)[:n].cpu())
+                maps = gaussian_smooth(anomaly_map(batch, x_hat, kind, ssim_window=ssim_window),
+                                       smooth_sigma)
+            out[kind].append(maps[:n].cpu())
     return {kind: torch.cat(v) if v else torch.empty((0, *x.shape[2:])) for kind, v in out.items()}
 
 
