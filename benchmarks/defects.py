@@ -97,7 +97,7 @@ def evaluate_texture(data: DefectDataset, texture: str) -> list[dict]:
     return rows
 
 
-RECIPE_ROW = "top 1% SSIM + squared + colour-statistics map (defects-ssim)"
+RECIPE_ROW = "top 1% SSIM + squared + colour-statistics map (defects-ssim)"  # summarize.py
 MEAN_ERROR_ROW = "mean squared error (defects-ssim model)"
 RECONAD_QUICK = ["train.epochs=1", "model.channels=[8,8]"]
 
