@@ -6,11 +6,13 @@ For each texture (``brick``, ``grass``, ``gravel``) :func:`reconad.data.syntheti
 pixels), read back with :func:`reconad.data.mvtec.read_defect_dataset`.
 
 reconad (``reconad.pipeline.run`` on the generated MVTec folder, one run per texture and seed,
-``--seeds N``): the ``defects-ssim`` preset's recipe (SSIM autoencoder on crops, smoothed
-standardised SSIM + squared-error map, top-1 % score) and the same autoencoder scored by its
-plain mean squared error (``score.map=none``: what reconad did before anomaly maps). Image
-AUROC, pixel AUROC and PRO are those of the test images (metrics.json's ``eval`` set).
-``--quick``: one epoch of a small model, for trying the benchmark out.
+``--seeds N``): the ``defects-ssim`` preset's recipe (denoising SSIM autoencoder on flipped
+32x32 crops; score = top 1 % of the mean of the standardised, smoothed SSIM and squared-error
+maps and the local colour-statistics map, :mod:`reconad.color_stats`) and the same model's
+plain mean squared error (its map: the per-pixel squared error; what reconad scored before
+anomaly maps). Image AUROC, pixel AUROC, PRO and the image AUROC of each defect kind are
+those of the test images; ``seconds`` is the run's wall time (training and scoring).
+``--quick``: one epoch of a small model on smaller datasets, for trying the benchmark out.
 
 Baseline (no training, no PyOD): every test patch's nearest training patch in pixel space
 (scikit-learn ``NearestNeighbors``, Euclidean). Image score: the distance, or a reduction of
@@ -22,8 +24,9 @@ row's ``map`` column (the raw map for the distance row).
     python benchmarks/run.py defects [--quick] [--seeds N]   # DIR/defects.json, .csv, .md
     python benchmarks/defects.py [--quick] [--out DIR]       # the kNN rows alone
 
-``defects(ctx)`` follows run.py's contract (``ctx.out``, ``ctx.quick``): it returns
-``(headline, rows)``; the headline holds the mean over textures of each row kind.
+``defects(ctx)`` follows run.py's contract (``ctx.out``, ``ctx.quick``, ``ctx.seeds``,
+``ctx.sets``): it returns ``(headline, rows)``; the headline holds, per row kind, the mean over
+textures (of the per-texture means over seeds) and the per-texture means.
 """
 
 from __future__ import annotations
@@ -89,70 +92,91 @@ def evaluate_texture(data: DefectDataset, texture: str) -> list[dict]:
         row = {"texture": texture, "method": "kNN on pixels", "image_score": name,
                "map": f"|x - nn| smoothed (sigma {sigma:g})" if sigma else "|x - nn|",
                "image_auroc": float(roc_auc_score(test.labels, scores)),
-               "pixel_auroc": pix, "pro": pro}
-        good = test.kinds == "good"
-        for kind in sorted(set(test.kinds) - {"good"}):
-            pick = good | (test.kinds == kind)
-            row[f"auroc_{kind}"] = float(roc_auc_score(test.labels[pick], scores[pick]))
+               "pixel_auroc": pix, "pro": pro, **_kind_aurocs(test, scores)}
         rows.append(row)
     return rows
 
 
-# (row name, overrides of the defects-ssim preset)
-RECONAD = [("top 1% SSIM + squared map, standardised (defects-ssim)", []),
-           ("mean squared error (defects-ssim model)",
-            ["score.map=none", "score.kind=mse", "score.reduction=mean", "score.smooth_sigma=0",
-             "score.standardize=false"])]
+RECIPE_ROW = "top 1% SSIM + squared + colour-statistics map (defects-ssim)"  # summarize.py
+MEAN_ERROR_ROW = "mean squared error (defects-ssim model)"
 RECONAD_QUICK = ["train.epochs=1", "model.channels=[8,8]"]
 
 
+def _kind_aurocs(test: DefectDataset, scores: np.ndarray) -> dict[str, float]:
+    """Image AUROC of each defect kind against all the normal test images."""
+    good = test.kinds == "good"
+    out = {}
+    for kind in sorted(set(test.kinds) - {"good"}):
+        pick = good | (test.kinds == kind)
+        out[f"auroc_{kind}"] = float(roc_auc_score(test.labels[pick], scores[pick]))
+    return out
+
+
 def reconad_rows(root: Path, texture: str, data: DefectDataset, ctx) -> list[dict]:
-    """One row per :data:`RECONAD` score and seed: ``reconad run`` on the generated folder."""
+    """Two rows per seed from one ``reconad run`` of the ``defects-ssim`` preset on the
+    generated folder: its own score (:data:`RECIPE_ROW`) and the same model's plain mean
+    squared error (:data:`MEAN_ERROR_ROW`, what reconad scored before anomaly maps; its map
+    is the per-pixel squared error)."""
     from reconad.config import load_config
     from reconad.pipeline import run
 
     test = data.subset(~data.train)
+    x = test.float_images()
     rows = []
-    for name, overrides in RECONAD:
-        for seed in range(getattr(ctx, "seeds", 1)):
-            config = load_config("defects-ssim", [
-                f"data.source={root}", f"seed={seed}", f"name=defects-{texture}",
-                *(RECONAD_QUICK if ctx.quick else []), *overrides,
-                *getattr(ctx, "sets", [])])
-            result = run(config, write=False, progress=False)
-            loc = result.metrics["eval"]["localization"]
-            scores = result.detector.anomaly_score(test.float_images())
-            row = {"texture": texture, "method": "reconad", "image_score": name,
-                   "map": config.score.map if config.score.map != "none" else
-                   f"{config.score.kind} error", "seed": seed,
-                   "image_auroc": float(roc_auc_score(test.labels, scores)),
-                   "pixel_auroc": loc["pixel_auroc"], "pro": loc["pro"]}
-            good = test.kinds == "good"
-            for kind in sorted(set(test.kinds) - {"good"}):
-                pick = good | (test.kinds == kind)
-                row[f"auroc_{kind}"] = float(roc_auc_score(test.labels[pick], scores[pick]))
-            rows.append(row)
+    for seed in range(getattr(ctx, "seeds", 1)):
+        started = time.perf_counter()
+        config = load_config("defects-ssim", [
+            f"data.source={root}", f"seed={seed}", f"name=defects-{texture}",
+            *(RECONAD_QUICK if ctx.quick else []), *getattr(ctx, "sets", [])])
+        result = run(config, write=False, progress=False)
+        seconds = round(time.perf_counter() - started, 1)
+        detector = result.detector
+        recipe_scores = detector.anomaly_score(x)
+        recipe_maps = detector.anomaly_maps(x)
+        error_maps = detector.error_maps(x)  # (N, H, W) per-pixel squared error
+        for name, map_name, scores, maps in (
+                (RECIPE_ROW, config.score.map, recipe_scores, recipe_maps),
+                (MEAN_ERROR_ROW, "squared error", error_maps.reshape(len(x), -1).mean(1),
+                 error_maps)):
+            rows.append({"texture": texture, "method": "reconad", "image_score": name,
+                         "map": map_name, "seed": seed,
+                         "image_auroc": float(roc_auc_score(test.labels, scores)),
+                         "pixel_auroc": pixel_auroc(maps, test.masks),
+                         "pro": pro_score(maps, test.masks),
+                         **_kind_aurocs(test, np.asarray(scores)), "seconds": seconds})
     return rows
 
 
 def defects(ctx) -> tuple[dict, list[dict]]:
     """run.py's benchmark contract: ``(headline, rows)``; data generated in a temporary folder.
 
-    The headline holds, per row name, the mean over textures (and seeds) of each metric."""
+    The headline holds, per row name (image score), the mean over textures of the per-texture
+    means over seeds of each metric (``image_auroc``, ``pixel_auroc``, ``pro``) and those
+    per-texture means (``per_texture``)."""
     counts = QUICK if ctx.quick else FULL
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="reconad-defects-") as tmp:
         for texture in TEXTURES:
             root = make_defect_dataset(Path(tmp) / texture, texture, size=64, seed=0, **counts)
             data = read_defect_dataset(root)
-            rows += evaluate_texture(data, texture)
+            started = time.perf_counter()
+            found = evaluate_texture(data, texture)
+            seconds = round(time.perf_counter() - started, 1)
+            rows += [{**row, "seed": None, "seconds": seconds} for row in found]
             if not getattr(ctx, "knn_only", False):
                 rows += reconad_rows(root, texture, data, ctx)
     headline: dict = {"dataset": {**counts, "size": 64, "seed": 0, "textures": list(TEXTURES)}}
     names = list(dict.fromkeys(r["image_score"] for r in rows))
-    for key in ("image_auroc", "pixel_auroc", "pro"):
-        headline[key] = {name: _mean([r[key] for r in rows if r["image_score"] == name])
+    keys = ("image_auroc", "pixel_auroc", "pro", "seconds")
+    per_texture = {name: {t: {key: _mean([r[key] for r in rows
+                                          if r["image_score"] == name and r["texture"] == t])
+                              for key in keys}
+                          for t in TEXTURES}
+                   for name in names}
+    for key in keys[:3]:
+        headline[key] = {name: _mean([per_texture[name][t][key] for t in TEXTURES])
                          for name in names}
+    headline["per_texture"] = per_texture
     return headline, rows
 
 

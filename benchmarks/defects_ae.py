@@ -41,6 +41,20 @@ grass 0.856 / 0.840 / 0.772, gravel 0.867 / 0.846 / 0.782, mean 0.889 / 0.890 / 
 texture reconstruction looks like a flat mean-colour square, and a fully convolutional AE
 reproduces a local brightness change. About 2.5 min training + 4 min scoring per texture and
 seed under that load (scoring then ran the model once per map kind; it now runs it once).
+
+Follow-up on the same validation split (full sizes, seed 0, two defective copies of each of
+the 75 held-out normals, the model scored whole, not by tiles): a PatchCore-like map of this
+AE's own encoder features (nearest-neighbour distance of each location's stage-1+2 features
+to 16,384 of the training patches', upsampled) adds at most 0.02 image AUROC to SSIM +
+squared and costs ~20 s per texture; the code (stage 3) is worse than nothing. What the
+reconstruction misses is found by a model-free map, the squared Mahalanobis distance of each
+pixel's local colour mean and *log* standard deviation at scales 1, 2 and 4 px against the
+normal training pixels (:mod:`reconad.color_stats`): averaged with SSIM + squared it gives
+image / pixel AUROC / PRO brick 0.981 / 0.977 / 0.935, grass 0.975 / 0.941 / 0.864, gravel
+0.959 / 0.950 / 0.873 (SSIM + squared alone: 0.968 / 0.986 / 0.959, 0.823 / 0.847 / 0.773,
+0.849 / 0.843 / 0.758): colour shifts go to AUROC 1.0 and missing pieces to 0.84-0.93. That is
+the ``defects-ssim`` preset's ``score.map=ssim+squared+color``, measured by
+``benchmarks/run.py defects``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reconad.augment import affine_matrices, augment_batch, warp
+from reconad.augment import affine_matrices, augment_batch, random_flips, warp
 from reconad.errors import ReconadError
 
 
@@ -111,3 +111,18 @@ def test_negative_or_too_large_amounts_are_rejected():
         augment_batch(torch.rand(2, 1, 8, 8), zoom=1.5)
     with pytest.raises(ReconadError, match="augmentation amounts rotation=-5"):
         augment_batch(torch.rand(2, 1, 8, 8), rotation=-5)
+
+
+def test_random_flips_mirror_each_image_one_of_four_ways_and_are_seeded():
+    x = torch.arange(64 * 2 * 3 * 4, dtype=torch.float32).reshape(64, 2, 3, 4)
+    out = random_flips(x, torch.Generator().manual_seed(0))
+    options = [x, x.flip(-1), x.flip(-2), x.flip(-1).flip(-2)]
+    seen = set()
+    for i in range(len(x)):
+        which = [j for j, o in enumerate(options) if torch.equal(out[i], o[i])]
+        assert len(which) == 1  # exactly one of the four mirror images
+        seen.add(which[0])
+    assert seen == {0, 1, 2, 3}  # 64 images: every way occurs
+    assert torch.equal(out, random_flips(x, torch.Generator().manual_seed(0)))
+    with pytest.raises(ReconadError, match="random_flips needs images"):
+        random_flips(torch.rand(3, 4, 4))

@@ -91,6 +91,17 @@ def test_fixed_seed_gives_identical_numbers(data):
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1], strict=True))
 
 
+def test_flip_augmentation_is_seeded_and_changes_what_is_learnt(data):
+    train_x, val_x = data
+    losses = {}
+    for flip, run in ((True, 0), (True, 1), (False, 0)):
+        cfg = TrainConfig(epochs=2, batch_size=32, augment_flip=flip)
+        history = fit_model(_model(), train_x, val_x, LossConfig(), cfg, seed=7, progress=False)
+        losses[flip, run] = [r["train_loss"] for r in history.rows]
+    assert losses[True, 0] == losses[True, 1]
+    assert max(abs(a - b) for a, b in zip(losses[True, 0], losses[False, 0], strict=True)) > 1e-6
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "rmsprop"])
 def test_every_optimizer_learns(data, optimizer):
     train_x, val_x = data

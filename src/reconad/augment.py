@@ -1,4 +1,4 @@
-"""Batched training-time augmentation: random rotation, zoom and shift on tensors.
+"""Batched training-time augmentation: random rotation, zoom, shift and flips on tensors.
 
 One random affine transform per image, applied to the whole batch at once with
 ``F.affine_grid`` / ``F.grid_sample`` (bilinear, zeros outside the image). Conventions, in the
@@ -106,3 +106,24 @@ def augment_batch(
     u = torch.rand((4, b), generator=generator, device=device).to(x.device) * 2 - 1  # [-1, 1)
     theta = affine_matrices(u[0] * rotation, 1 + u[1] * zoom, u[2] * shift, u[3] * shift, h, w)
     return warp(x, theta)
+
+
+def random_flips(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mirror each image of a batch left-right with probability 1/2 and, independently,
+    upside down with probability 1/2 (for textures, whose defects have no orientation).
+
+    Args:
+        x: Images ``(B, C, H, W)``.
+        generator: Source of randomness (None = torch's global generator).
+
+    Returns:
+        A new batch of the same shape; two draws per image, left-right first.
+    """
+    if x.dim() != 4:
+        raise ReconadError(f"random_flips needs images (B, C, H, W), got shape "
+                           f"{tuple(x.shape)}; add the channel axis")
+    device = generator.device if generator is not None else x.device
+    u = torch.rand((2, x.shape[0]), generator=generator, device=device).to(x.device)
+    flip_w, flip_h = (u < 0.5)[:, :, None, None, None]  # each (B, 1, 1, 1)
+    x = torch.where(flip_w, x.flip(-1), x)
+    return torch.where(flip_h, x.flip(-2), x)

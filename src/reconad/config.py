@@ -181,6 +181,9 @@ class TrainConfig(_Section):
     """Random zoom by a factor in [1 - z, 1 + z]."""
     augment_shift: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     """Random shift up to this fraction of the image size, horizontally and vertically."""
+    augment_flip: bool = False
+    """Mirror each training image left-right and upside down, each with probability 1/2
+    (textures; not for digits or objects with an orientation)."""
     threads: Annotated[int, Field(ge=1)] | None = None
     """Torch CPU threads; None = all cores."""
     crop: Annotated[int, Field(ge=4)] | None = None
@@ -197,6 +200,8 @@ class TrainConfig(_Section):
 
 
 ScorePart = Literal["recon", "latent_knn", "class_energy"]
+MAP_COMPONENTS = ("squared", "absolute", "ssim", "color")  # what score.map joins with +
+_COLOR_SIGMAS = [1.0, 2.0, 4.0]
 
 
 class ScoreConfig(_Section):
@@ -217,20 +222,26 @@ class ScoreConfig(_Section):
     knn_k: Annotated[int, Field(ge=1)] = 5
     knn_bank: Annotated[int, Field(ge=1)] = 20000
     """latent_knn: at most this many training codes are kept (a seeded sample) and saved."""
-    map: Literal["none", "squared", "absolute", "ssim", "ssim+squared", "ssim+absolute"] = "none"
+    map: str = "none"
     """The ``recon`` part from a per-pixel anomaly map (:mod:`reconad.maps`): ``squared``,
-    ``absolute`` or ``ssim`` (1 - local SSIM) residual, smoothed (``smooth_sigma``),
-    standardised per pixel position (``standardize``) and reduced to one number
-    (``reduction``). ``ssim+squared``/``ssim+absolute``: the mean of both standardised maps
-    (SSIM sees structure, the residual sees a colour shift; needs ``standardize``).
-    ``none``: the per-image ``kind`` error. For small defects in textures."""
+    ``absolute`` or ``ssim`` (1 - local SSIM) residual, or ``color`` (how unusual the local
+    colour statistics of the image are, :mod:`reconad.color_stats`; no reconstruction),
+    smoothed (``smooth_sigma``), standardised per pixel position (``standardize``) and reduced
+    to one number (``reduction``). Several joined by ``+`` (``ssim+squared+color``): the mean
+    of the standardised maps (SSIM sees structure, the residual a small colour change, the
+    colour statistics a shifted or flat region; needs ``standardize``). ``none``: the
+    per-image ``kind`` error. For small defects in textures."""
+    color_sigmas: Annotated[list[Annotated[float, Field(gt=0.0, le=50.0)]],
+                            Field(min_length=1, max_length=4)] = _COLOR_SIGMAS
+    """map color: the scales in pixels of the local colour mean and standard deviation."""
     reduction: Literal["mean", "max", "topk"] = "mean"
     """map: ``mean`` of all pixels, ``max`` (the worst pixel) or ``topk`` (the mean of the
     highest ``topk`` fraction of the pixels)."""
     topk: Annotated[float, Field(gt=0.0, le=1.0)] = 0.01
     """map, reduction topk: fraction of the pixels averaged (0.01 = the top 1 %)."""
     smooth_sigma: Annotated[float, Field(ge=0.0, le=50.0)] = 0.0
-    """map: Gaussian smoothing of the map in pixels (0 = none)."""
+    """map: Gaussian smoothing of the map in pixels (0 = none); not of the ``color`` map,
+    which is made of local statistics already."""
     standardize: bool = False
     """map: standardise every pixel position by the mean and std of the normal validation
     images' maps there (saved in the detector), so always-busy places do not dominate."""
@@ -243,12 +254,20 @@ class ScoreConfig(_Section):
             raise ValueError(f"score.parts {self.parts} names a part twice; list each once")
         if self.ssim_window % 2 == 0:
             raise ValueError(f"score.ssim_window {self.ssim_window} must be odd, e.g. 11")
+        names = self.map.split("+")
+        if self.map != "none" and (len(set(names)) != len(names)
+                                   or any(n not in MAP_COMPONENTS for n in names)):
+            raise ValueError(f"score.map={self.map!r} is not none or a +-joined list of distinct "
+                             f"maps from {', '.join(MAP_COMPONENTS)} (e.g. ssim+squared+color)")
+        if "color" not in names and self.color_sigmas != _COLOR_SIGMAS:
+            raise ValueError("score.color_sigmas only applies to a color map; add color to "
+                             "score.map or drop it")
         if self.map == "none":
             changed = [f"score.{k}" for k, default in _MAP_DEFAULTS.items()
                        if getattr(self, k) != default]
             if changed:
                 raise ValueError(f"{', '.join(changed)} only apply to an anomaly map; set "
-                                 "score.map=squared|absolute|ssim or drop them")
+                                 "score.map=squared|absolute|ssim|color or drop them")
         else:
             if self.parts != ["recon"]:
                 raise ValueError(f"score.map={self.map} makes the recon part; it does not "

@@ -26,16 +26,22 @@ from typing import Any
 import numpy as np
 import torch
 
+from reconad.color_stats import ColorStats
 from reconad.config import ScoreConfig
 from reconad.errors import ReconadError
+from reconad.images import float_batch
 from reconad.maps import MapNormalizer, reduce_map
 from reconad.models import Autoencoder
-from reconad.scoring import Calibration, latent_codes, map_images, score_parts
+from reconad.scoring import Calibration, latent_codes, map_images, pass_size, score_parts
 
 BANK_KEY = "reconad.knn_bank"  # the latent_knn training codes, beside the model weights
 # score.standardize: per-pixel-position mean and std of the normal validation maps, (H, W),
 # one pair per map component (``reconad.map_mean.ssim``, ...).
 MAP_PREFIX = "reconad.map_"
+# score.map with color: the fitted colour statistics (reconad.color_stats.ColorStats), (D,)
+# mean and (D, D) precision, D = 2 * channels * len(score.color_sigmas).
+COLOR_KEYS = {"mean": f"{MAP_PREFIX}colorstats.mean",
+              "precision": f"{MAP_PREFIX}colorstats.precision"}
 
 
 def map_components(config: ScoreConfig) -> list[str]:
@@ -63,11 +69,13 @@ class Scorer:
 
     def __init__(self, config: ScoreConfig, bank: torch.Tensor | None = None,
                  calibration: Calibration | None = None,
-                 normalizers: dict[str, MapNormalizer] | None = None) -> None:
+                 normalizers: dict[str, MapNormalizer] | None = None,
+                 color_stats: ColorStats | None = None) -> None:
         self.config = config
         self.bank = bank
         self.calibration = calibration
         self.normalizers = normalizers
+        self.color_stats = color_stats
 
     @property
     def calibrated(self) -> bool:
@@ -92,6 +100,12 @@ class Scorer:
                                                           replace=False)
                 keep = keep[np.sort(pick)]
             self.bank = latent_codes(model, keep)
+        self.color_stats = None
+        if "color" in map_components(self.config):  # on all the training images, in passes
+            step = pass_size(train_images.shape[1:])
+            self.color_stats = ColorStats(self.config.color_sigmas).fit(
+                torch.from_numpy(float_batch(np.asarray(train_images[i:i + step])))
+                for i in range(0, len(train_images), step))
         self.calibration = None
         if self.calibrated:
             self.calibration = Calibration.fit(self.parts(model, val_images))
@@ -103,7 +117,8 @@ class Scorer:
 
     def _raw_maps(self, model: Autoencoder, x: np.ndarray) -> dict[str, torch.Tensor]:
         cfg = self.config
-        return map_images(model, x, map_components(cfg), cfg.ssim_window, cfg.smooth_sigma)
+        return map_images(model, x, map_components(cfg), cfg.ssim_window, cfg.smooth_sigma,
+                          self.color_stats)
 
     def maps(self, model: Autoencoder, x: np.ndarray) -> np.ndarray:
         """Anomaly maps of ``x`` (N, C, H, W): (N, H, W) float32, higher = more anomalous.
@@ -148,6 +163,9 @@ class Scorer:
         for kind, normalizer in (self.normalizers or {}).items():
             state = normalizer.state_dict()
             out.update({f"{MAP_PREFIX}{stat}.{kind}": state[stat] for stat in ("mean", "std")})
+        if self.color_stats is not None:
+            state = self.color_stats.state_dict()
+            out.update({key: state[stat] for stat, key in COLOR_KEYS.items()})
         return out
 
     @classmethod
@@ -180,7 +198,9 @@ class Scorer:
             raise ReconadError("it holds a latent_knn bank but its score has no latent_knn part")
         if scorer.calibrated:
             scorer.calibration = _calibration(calibration, config.parts)
-        scorer.normalizers = _normalizers(tensors, config, image_shape or model.input_shape)
+        shape = image_shape or model.input_shape
+        scorer.color_stats = _color_stats(tensors, config, shape[0])
+        scorer.normalizers = _normalizers(tensors, config, shape)
         return scorer
 
 
@@ -208,6 +228,27 @@ def _normalizers(tensors: dict[str, torch.Tensor], config: ScoreConfig,
     return {kind: MapNormalizer.from_state_dict({
         stat: found[f"{MAP_PREFIX}{stat}.{kind}"] for stat in ("mean", "std")})
         for kind in map_components(config)}
+
+
+def _color_stats(tensors: dict[str, torch.Tensor], config: ScoreConfig,
+                 channels: int) -> ColorStats | None:
+    """The colour statistics taken out of ``tensors``: a float32 finite (D,) mean and (D, D)
+    precision, present exactly when the score has a color map."""
+    found = {stat: tensors.pop(key) for stat, key in COLOR_KEYS.items() if key in tensors}
+    if "color" not in map_components(config):
+        if found:
+            raise ReconadError("it holds colour statistics its score does not use")
+        return None
+    d = 2 * channels * len(config.color_sigmas)
+    for stat, shape in (("mean", (d,)), ("precision", (d, d))):
+        t = found.get(stat)
+        if t is None or t.dtype != torch.float32 or tuple(t.shape) != shape:
+            got = "missing" if t is None else f"{t.dtype} {tuple(t.shape)}"
+            raise ReconadError(f"its {COLOR_KEYS[stat]} is {got}, the color map needs "
+                               f"float32 {shape}")
+        if not torch.isfinite(t).all():
+            raise ReconadError(f"its {COLOR_KEYS[stat]} holds NaN or infinite values")
+    return ColorStats.from_state_dict(config.color_sigmas, found)
 
 
 def _calibration(entry: Any, parts: list[str]) -> Calibration:

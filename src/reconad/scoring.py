@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from reconad.color_stats import ColorStats
 from reconad.device import model_device, to_device
 from reconad.errors import ReconadError
 from reconad.images import float_batch
@@ -79,26 +80,35 @@ def _chunks(x: np.ndarray, device: torch.device | None = None,
 
 @torch.no_grad()
 def map_images(model: Autoencoder, x: np.ndarray, kinds: list[str], ssim_window: int = 11,
-               smooth_sigma: float = 0.0) -> dict[str, torch.Tensor]:
+               smooth_sigma: float = 0.0, color_stats: ColorStats | None = None
+               ) -> dict[str, torch.Tensor]:
     """Per-pixel anomaly maps of ``x`` (N, C, H, W) against the model's reconstructions,
-    ``{kind: (N, H, W) float32}``, higher = more anomalous; one reconstruction for all kinds.
+    ``{kind: (N, H, W) float32}``, higher = more anomalous; one reconstruction per pass for
+    all kinds (none when only ``color`` is asked for).
 
-    A kind is a :func:`reconad.maps.anomaly_map` kind (``squared``, ``absolute``, ``ssim``)
-    or a loss kind (``mse``, ``l1``, ``bce``, ``ssim``) of :func:`reconad.losses.error_map`
-    when prefixed ``loss:``; ``smooth_sigma`` > 0 smooths each map (Gaussian, pixels).
+    A kind is a :func:`reconad.maps.anomaly_map` kind (``squared``, ``absolute``, ``ssim``),
+    ``color`` (``color_stats``' map of the image itself, :mod:`reconad.color_stats`) or a loss
+    kind (``mse``, ``l1``, ``bce``, ``ssim``) of :func:`reconad.losses.error_map` when prefixed
+    ``loss:``; ``smooth_sigma`` > 0 smooths each map but ``color`` (Gaussian, pixels).
     """
     from reconad.maps import anomaly_map, gaussian_smooth
 
+    if "color" in kinds and color_stats is None:
+        raise ReconadError("the color map needs fitted colour statistics (Scorer.fit)")
     model.eval()
+    needs_model = any(kind != "color" for kind in kinds)
     out: dict[str, list[torch.Tensor]] = {kind: [] for kind in kinds}
     for batch, n in _chunks(x, model_device(model)):
-        x_hat = model(batch)
+        x_hat = model(batch) if needs_model else None
         for kind in kinds:
-            if kind.startswith("loss:"):
-                maps = error_map(kind[5:], x_hat, batch)
+            if kind == "color":  # local statistics already: not smoothed again
+                maps = color_stats.map(batch)
+            elif kind.startswith("loss:"):
+                maps = gaussian_smooth(error_map(kind[5:], x_hat, batch), smooth_sigma)
             else:
-                maps = anomaly_map(batch, x_hat, kind, ssim_window=ssim_window)
-            out[kind].append(gaussian_smooth(maps, smooth_sigma)[:n].cpu())
+                maps = gaussian_smooth(anomaly_map(batch, x_hat, kind, ssim_window=ssim_window),
+                                       smooth_sigma)
+            out[kind].append(maps[:n].cpu())
     return {kind: torch.cat(v) if v else torch.empty((0, *x.shape[2:])) for kind, v in out.items()}
 
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from reconad.augment import augment_batch
+from reconad.augment import augment_batch, random_flips
 from reconad.batches import TrainingImages
 from reconad.config import LossConfig, TrainConfig
 from reconad.corruptions import corrupt
@@ -168,6 +168,8 @@ def _train_epoch(model, x, y, loss_fn, class_weight: float, optimizer, cfg: Trai
             target = augment_batch(
                 target, cfg.augment_rotation, cfg.augment_zoom, cfg.augment_shift, generator
             )
+        if cfg.augment_flip:
+            target = random_flips(target, generator)
         inputs = target
         if cfg.denoise != "none":
             inputs = corrupt(target, cfg.denoise, cfg.denoise_level, generator)
