@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.ndimage import gaussian_filter
+from tolerances import assert_close
 
 from reconad.color_stats import ColorStats, local_stats
 from reconad.errors import ReconadError
@@ -120,6 +121,18 @@ def test_maps_run_the_model_once_per_pass_and_not_at_all_for_color_alone(monkeyp
     assert len(calls) == 1
     alone.anomaly_maps(IMAGES)
     assert len(calls) == 1
+
+
+def test_maps_and_scores_together_run_the_model_once_and_equal_each_alone(monkeypatch):
+    det = _fit({"map": "ssim+squared+color", "ssim_window": 5, "reduction": "topk"})
+    maps, scores = det.anomaly_maps(IMAGES), det.anomaly_score(IMAGES)
+    calls = []
+    model = det._whole_image_model()
+    monkeypatch.setattr(model, "forward", lambda x, f=model.forward: calls.append(1) or f(x))
+    both_maps, both_scores = det.anomaly_maps_and_scores(IMAGES)  # 24 images: one pass
+    assert len(calls) == 1
+    assert_close(both_maps, maps, "maps")
+    assert_close(both_scores, scores, "scores")
 
 
 def test_save_load_keeps_the_colour_statistics_and_refuses_edits(tmp_path):

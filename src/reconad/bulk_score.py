@@ -37,13 +37,15 @@ class ScoreSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def score_columns(detector: Any, collection: Collection, batch: Batch) -> dict[str, Any]:
+def score_columns(detector: Any, collection: Collection, batch: Batch,
+                  scores: np.ndarray | None = None) -> dict[str, Any]:
     """One batch's rows as columns: ids, labels (None = none), classes (None), scores, flags.
 
     Args:
         detector: a fitted :class:`reconad.detector.Detector`.
         collection: the collection ``batch`` came from (for ids and labels).
         batch: decoded images.
+        scores: the batch's scores if already computed (else the detector scores it).
 
     Returns:
         ``{"id": [str], "label": [int | None], "class": [str | None], "score": float64 (n,),
@@ -53,7 +55,9 @@ def score_columns(detector: Any, collection: Collection, batch: Batch) -> dict[s
         empty = np.empty(0)
         return {"id": [], "label": [], "class": [], "score": empty, "flag": empty.astype(int)}
     ids, labels, classes = collection.describe(batch.index)
-    scores = np.asarray(detector.anomaly_score(batch.x), dtype=np.float64)
+    if scores is None:
+        scores = detector.anomaly_score(batch.x)
+    scores = np.asarray(scores, dtype=np.float64)
     return {
         "id": ids,
         "label": [None if v < 0 else v for v in labels.tolist()],
@@ -115,25 +119,28 @@ def score_collection(
                 if not skip_bad:
                     raise ReconadError(reason)
                 summary.skipped.append((collection.ids(np.array([position]))[0], reason))
-            columns = score_columns(detector, collection, batch)
+            batch_maps = scores = None
+            if maps is not None and len(batch.index):  # one model pass for maps and scores
+                batch_maps, scores = detector.anomaly_maps_and_scores(batch.x)
+            columns = score_columns(detector, collection, batch, scores)
             writer.writerows(csv_rows(columns))
             summary.n_scored += len(batch.index)
             summary.n_flagged += int(columns["flag"].sum())
             if extremes is not None:
                 extremes.add(columns, batch.x)
-            if maps is not None and len(batch.index):
-                scale = _write_maps(detector, batch.x, columns["id"], maps, scale)
+            if batch_maps is not None:
+                scale = _write_maps(batch_maps, columns["id"], maps, scale)
     if extremes is not None:
         extremes.draw(gallery, title)
     return summary
 
 
-def _write_maps(detector: Any, images: np.ndarray, ids: list[str], folder: Path,
+def _write_maps(batch_maps: np.ndarray, ids: list[str], folder: Path,
                scale: tuple[float, float] | None) -> tuple[float, float]:
-    """Write the heat-maps of one batch; returns the colour scale (fixed by the first)."""
+    """Write the heat-maps (n, H, W) of one batch; returns the colour scale (fixed by the
+    first batch)."""
     from reconad.report import write_heatmaps
 
-    batch_maps = detector.anomaly_maps(images)  # (n, H, W)
     if scale is None:
         low, high = np.percentile(batch_maps, [0.1, 99.9])
         scale = (float(low), float(max(high, low + 1e-12)))

@@ -321,6 +321,12 @@ class Detector(OutlierMixin, BaseEstimator):
         x = self._inputs(X)
         return self.scorer_.maps(self._whole_image_model(), x)
 
+    def anomaly_maps_and_scores(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`anomaly_maps` and :meth:`anomaly_score` of ``X`` together; with a map score
+        (``score.map`` set) the model runs once for both."""
+        x = self._inputs(X)
+        return self.scorer_.maps_and_scores(self._whole_image_model(), x)
+
     # ------------------------------------------------------------------ persistence
 
     def save(self, path: str | Path) -> Path:

@@ -137,13 +137,28 @@ class Scorer:
         """Each part's raw score of ``x`` (N, C, H, W): ``{part: (N,) float64}``."""
         cfg = self.config
         if cfg.map != "none":  # the config allows no other part beside a map
-            maps = torch.from_numpy(self.maps(model, x))
-            return {"recon": reduce_map(maps, cfg.reduction, cfg.topk).double().numpy()}
+            return self._map_parts(self.maps(model, x))
         return score_parts(model, x, cfg.parts, cfg.kind, self.bank, cfg.knn_k, cfg.complexity)
+
+    def _map_parts(self, maps: np.ndarray) -> dict[str, np.ndarray]:
+        cfg = self.config
+        reduced = reduce_map(torch.from_numpy(maps), cfg.reduction, cfg.topk)
+        return {"recon": reduced.double().numpy()}
 
     def score(self, model: Autoencoder, x: np.ndarray) -> np.ndarray:
         """Anomaly score of ``x`` (N, C, H, W): (N,) float64, higher = more anomalous."""
-        parts = self.parts(model, x)
+        return self._combine(self.parts(model, x))
+
+    def maps_and_scores(self, model: Autoencoder,
+                        x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`maps` and :meth:`score` of ``x``; with a map score (``score.map``) the score
+        is the map's reduction, so the model runs once for both."""
+        maps = self.maps(model, x)
+        if self.config.map == "none":
+            return maps, self.score(model, x)
+        return maps, self._combine(self._map_parts(maps))
+
+    def _combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
         if self.calibration is None:
             return next(iter(parts.values()))
         return self.calibration.combine(parts)
