@@ -49,6 +49,7 @@ def test_override_without_equals_is_rejected():
     ("scenario.val_fraction=1.5", r"invalid value for scenario.val_fraction"),
     ("scenario.contamination=0", r"invalid value for scenario.contamination"),
     ("model.activation=swish", r"invalid value for model.activation"),
+    ("loss.robust=huber", r"invalid value for loss.robust"),
     ("train.lr=fast", r"invalid value for train.lr"),
     ("scenario.normal=[1, 1]", r"lists a class twice"),
     ("scenario.normal=[4, 5]", r"classes \[4\] are both normal and anomalous"),

@@ -13,7 +13,14 @@ from tolerances import approx
 
 from reconad.config import LossConfig
 from reconad.errors import ReconadError
-from reconad.losses import error_map, loss_from_config, per_image_loss, ssim, ssim_map
+from reconad.losses import (
+    error_map,
+    loss_from_config,
+    per_image_loss,
+    robust_batch_loss,
+    ssim,
+    ssim_map,
+)
 
 
 def _skimage_ssim(a: np.ndarray, b: np.ndarray, full: bool = False):
@@ -168,3 +175,33 @@ def test_even_window_is_rejected():
 def test_mismatched_shapes_are_rejected():
     with pytest.raises(ReconadError, match=r"cannot compare images of shapes"):
         per_image_loss("mse", torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 9))
+
+
+def test_l21_batch_loss_and_its_gradient_match_numpy():
+    """l21: the mean over images of the root of each image's mse, i.e. of its residual L2 norm
+    over sqrt(pixels); its gradient weights each image's residual by 1 / that norm."""
+    rng = np.random.default_rng(3)
+    x = rng.random((4, 1, 5, 5))
+    x_hat = x + rng.normal(0, [[[[0.01]]], [[[0.1]]], [[[0.3]]], [[[1.0]]]], x.shape)
+    t = torch.tensor(x_hat, dtype=torch.float64, requires_grad=True)
+    loss = robust_batch_loss(per_image_loss("mse", t, torch.tensor(x)), "l21")
+    loss.backward()
+    residual = (x_hat - x).reshape(4, -1)
+    norms = np.linalg.norm(residual, axis=1) / np.sqrt(25)  # sqrt of each image's mse
+    assert loss.item() == approx(norms.mean())
+    grad = residual / (25 * norms[:, None]) / 4
+    np.testing.assert_allclose(t.grad.numpy().reshape(4, -1), grad, rtol=1e-9)
+    plain = robust_batch_loss(per_image_loss("mse", t, torch.tensor(x)), "none")
+    assert plain.item() == approx((norms**2).mean())
+
+
+def test_l21_is_finite_for_an_exact_reconstruction():
+    x = torch.rand(2, 1, 4, 4)
+    x_hat = x.clone().requires_grad_(True)
+    robust_batch_loss(per_image_loss("mse", x_hat, x), "l21").backward()
+    assert torch.isfinite(x_hat.grad).all()
+
+
+def test_unknown_robust_batch_loss_is_rejected():
+    with pytest.raises(ReconadError, match="unknown loss.robust 'huber'; choose none or l21"):
+        robust_batch_loss(torch.ones(3), "huber")

@@ -282,3 +282,27 @@ def test_a_resumed_run_keeps_the_loss_scale_it_had_reached(data, tmp_path, monke
     fit_model(_model(), train_x, val_x, LossConfig(), cfg, seed=3, progress=False,
               checkpoint=ckpt)
     assert made[-1].get_scale() == whole_scale
+
+
+def test_robust_l21_loss_is_what_training_minimises(data, monkeypatch):
+    train_x, val_x = data
+    kinds = []
+    real = train_module.robust_batch_loss
+
+    def recording(per_image, robust="none"):
+        kinds.append(robust)
+        return real(per_image, robust)
+
+    monkeypatch.setattr(train_module, "robust_batch_loss", recording)
+    plain, robust = _model(), _model()
+    fit_model(plain, train_x, val_x, LossConfig(), TrainConfig(epochs=1, batch_size=64),
+              seed=0, progress=False)
+    assert set(kinds) == {"none"}
+    kinds.clear()
+    history = fit_model(robust, train_x, val_x, LossConfig(robust="l21"),
+                        TrainConfig(epochs=1, batch_size=64), seed=0, progress=False)
+    assert set(kinds) == {"l21"} and np.isfinite(history.rows[0]["val_loss"])
+    # the reported losses stay plain mean losses, on the scale of the validation loss
+    assert history.rows[0]["train_loss"] < 2 * history.rows[0]["val_loss"]
+    assert not all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(),
+                                                      robust.state_dict().values(), strict=True))

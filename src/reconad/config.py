@@ -151,6 +151,13 @@ class LossConfig(_Section):
     ssim_sigma: Annotated[float, Field(gt=0.0)] = 1.5
     class_weight: Annotated[float, Field(ge=0.0)] = 0.01
     """model.class_head: weight of the cross-entropy of the normal classes in the loss."""
+    robust: Literal["none", "l21"] = "none"
+    """How each image's loss enters the batch mean that training minimises: ``none`` as it
+    is; ``l21`` its square root (for ``mse`` the L2 norm of the image's residual: the batch
+    loss is an L2,1 norm, as in robust deep autoencoders), so an image the model cannot
+    reconstruct pulls on the weights in proportion to its error, not to its squared error.
+    For a pool with a few odd images in it (contamination). Validation and scores are
+    unchanged."""
 
 
 class TrainConfig(_Section):

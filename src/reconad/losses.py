@@ -161,6 +161,22 @@ def per_image_loss(
     return (1 - ssim_weight) * (x_hat - x).square().mean(dim=dims) + ssim_weight * dissim
 
 
+def robust_batch_loss(per_image: torch.Tensor, robust: str = "none") -> torch.Tensor:
+    """The training loss of a batch from its per-image losses ``(B,)``: their mean, or with
+    ``robust="l21"`` the mean of their square roots (``loss.robust``; for ``mse`` each root
+    is the image's residual L2 norm over the square root of its pixel count).
+
+    >>> round(robust_batch_loss(torch.tensor([1.0, 4.0, 16.0]), "l21").item(), 6)
+    2.333333
+    """
+    if robust == "none":
+        return per_image.mean()
+    if robust == "l21":
+        # the clamp keeps the gradient finite for an image reconstructed exactly
+        return per_image.clamp_min(1e-12).sqrt().mean()
+    raise ReconadError(f"unknown loss.robust {robust!r}; choose none or l21")
+
+
 def loss_from_config(cfg: LossConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The per-image loss ``f(x_hat, x) -> (B,)`` that the ``loss`` config section describes."""
     _check_kind(cfg.kind, LOSS_KINDS)

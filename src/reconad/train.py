@@ -38,7 +38,7 @@ from reconad.device import (
 )
 from reconad.errors import ReconadError
 from reconad.files import atomic_file
-from reconad.losses import loss_from_config
+from reconad.losses import loss_from_config, robust_batch_loss
 from reconad.patches import random_crops
 
 EVAL_BATCH = 2048  # images per forward pass when only evaluating (no activations kept)
@@ -138,12 +138,14 @@ def _reconstruction_loss(model: nn.Module, code: torch.Tensor, target: torch.Ten
 
 def _train_epoch(model, x, y, loss_fn, class_weight: float, optimizer, cfg: TrainConfig,
                  generator, on_batch, pool: torch.Tensor | None = None,
-                 precision: tuple | None = None) -> float:
+                 precision: tuple | None = None, robust: str = "none") -> float:
     """One pass over ``x`` (or its images ``pool``) in a fresh random order; returns the mean
     reconstruction loss.
 
     With class indices ``y`` (N,) the model's ``class_head`` is trained on the codes too:
-    ``class_weight`` times the cross-entropy is added to the loss. Batches are built on the
+    ``class_weight`` times the cross-entropy is added to the loss; ``robust`` is how the
+    per-image losses make the batch loss (:func:`reconad.losses.robust_batch_loss`; the
+    returned mean is of the plain per-image losses). Batches are built on the
     CPU and sent to the model's device; ``precision`` is (device, autocast dtype or None,
     grad scaler) — the forward pass runs under autocast, the losses in float32.
     """
@@ -178,7 +180,7 @@ def _train_epoch(model, x, y, loss_fn, class_weight: float, optimizer, cfg: Trai
         with autocast(device, dtype):
             code = model.encode(inputs)
             per_image = _reconstruction_loss(model, code, target, full_loss)  # (B,) float32
-            loss = per_image.mean()
+            loss = robust_batch_loss(per_image, robust)
             if cfg.l1_latent:
                 loss = loss + cfg.l1_latent * code.float().abs().mean()
             if y is not None:
@@ -275,7 +277,7 @@ def fit_model(
                 bar.start_epoch(epoch, len(x) if pool is None else len(pool))
                 train_loss = _train_epoch(
                     model, x, y, loss_fn, loss_cfg.class_weight, optimizer, train_cfg,
-                    generator, bar.advance, pool, precision=precision
+                    generator, bar.advance, pool, precision=precision, robust=loss_cfg.robust
                 )
                 val_loss = mean_loss(model, xv, loss_fn) if xv is not None else None
                 watched = val_loss if val_loss is not None else train_loss
