@@ -15,6 +15,7 @@ dtype (a ``.npy`` is memory-mapped) until a batch is converted to float32 in [0,
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,9 @@ import numpy as np
 from reconad.errors import ReconadError
 
 DEFAULT_BATCH = 256
+# A memory-mapped .npy gives back the pages it has read after this many bytes (see
+# ArrayCollection._release): scoring memory stays flat however large the file.
+RELEASE_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -113,8 +117,22 @@ class ArrayCollection(Collection):
         index = np.asarray(index, dtype=np.int64)
         contiguous = len(index) and index[-1] - index[0] + 1 == len(index)
         raw = self.images[index[0]:index[-1] + 1] if contiguous else self.images[index]
-        x = as_images(np.asarray(raw), self.name)  # (n, C, H, W), the only float copy
+        raw = np.array(raw)  # out of the file mapping (a batch, in the stored dtype)
+        self._release(raw.nbytes)
+        x = as_images(raw, self.name)  # (n, C, H, W), the only float copy
         return Batch(index, prepare(x, self.resize, self.grayscale))
+
+    def _release(self, nbytes: int) -> None:
+        """Drop the pages of a memory-mapped ``.npy`` that were read, every
+        :data:`RELEASE_BYTES`: they would otherwise count in the process's resident memory
+        until the whole file had been (the operating system keeps them cached either way)."""
+        mapping = getattr(self.images, "_mmap", None)
+        if mapping is None or not hasattr(mapping, "madvise"):
+            return
+        self._read_bytes = getattr(self, "_read_bytes", 0) + nbytes
+        if self._read_bytes >= RELEASE_BYTES:
+            mapping.madvise(mmap.MADV_DONTNEED)
+            self._read_bytes = 0
 
 
 class FileCollection(Collection):
