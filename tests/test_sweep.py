@@ -506,7 +506,11 @@ def kill_one_worker_mid_trial(tmp_path: Path, mnist_dir: Path, storage: str | No
     finally:
         proc.kill()
     assert proc.returncode == 0, output  # the survivors went on; the parent did not give up
-    assert "died" in output and "queued again" in output, output  # the dead worker is reported
+    assert "died (SIGKILL)" in output, output  # the dead worker is reported
+    # Its trial is queued again at once, or (when the kill lands while the worker is between
+    # claiming a trial and recording it as its own) re-run by a survivor once its heartbeat is
+    # stale: either way every configuration completes exactly once.
+    assert "queued again" in output or "no trial lost" in output, output
     check_each_configuration_once(out, storage, "kill", [4, 8, 16])
 
 
