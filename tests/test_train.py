@@ -201,16 +201,8 @@ class _Killed(Exception):
     """Stands in for kill -9 in-process: leaves fit_model without any clean-up."""
 
 
-@pytest.mark.parametrize("schedule", ["cosine", "plateau"])
-def test_resuming_from_the_checkpoint_ends_like_an_uninterrupted_run(data, tmp_path,
-                                                                     monkeypatch, schedule):
-    train_x, val_x = data
-    cfg = TrainConfig(epochs=4, batch_size=64, lr=3e-3, schedule=schedule, denoise="gaussian",
-                      augment_shift=0.1, trim=0.1, patience=3)
-    whole_model = _model()
-    whole = fit_model(whole_model, train_x, val_x, LossConfig(), cfg, seed=3, progress=False)
-
-    ckpt = tmp_path / "checkpoint.pt"
+def _kill_in_third_epoch(monkeypatch, train_x, val_x, cfg, ckpt) -> None:
+    """Train with checkpoints to ``ckpt`` and stop dead (no clean-up) inside the third epoch."""
     real_epoch, calls = train_module._train_epoch, {"n": 0}
 
     def killed_in_third(*args, **kwargs):
@@ -224,6 +216,19 @@ def test_resuming_from_the_checkpoint_ends_like_an_uninterrupted_run(data, tmp_p
         fit_model(_model(), train_x, val_x, LossConfig(), cfg, seed=3, progress=False,
                   checkpoint=ckpt)
     monkeypatch.setattr(train_module, "_train_epoch", real_epoch)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "plateau"])
+def test_resuming_from_the_checkpoint_ends_like_an_uninterrupted_run(data, tmp_path,
+                                                                     monkeypatch, schedule):
+    train_x, val_x = data
+    cfg = TrainConfig(epochs=4, batch_size=64, lr=3e-3, schedule=schedule, denoise="gaussian",
+                      augment_shift=0.1, trim=0.1, patience=3)
+    whole_model = _model()
+    whole = fit_model(whole_model, train_x, val_x, LossConfig(), cfg, seed=3, progress=False)
+
+    ckpt = tmp_path / "checkpoint.pt"
+    _kill_in_third_epoch(monkeypatch, train_x, val_x, cfg, ckpt)
     assert torch.load(ckpt, weights_only=True)["epoch"] == 2
 
     resumed_model = _model(seed=99)  # other initial weights: all must come from the checkpoint
@@ -265,19 +270,7 @@ def test_a_resumed_run_keeps_the_loss_scale_it_had_reached(data, tmp_path, monke
     assert whole_scale > 2.0**4  # it grew
 
     ckpt = tmp_path / "checkpoint.pt"
-    real_epoch, calls = train_module._train_epoch, {"n": 0}
-
-    def killed_in_third(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise _Killed
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "_train_epoch", killed_in_third)
-    with pytest.raises(_Killed):
-        fit_model(_model(), train_x, val_x, LossConfig(), cfg, seed=3, progress=False,
-                  checkpoint=ckpt)
-    monkeypatch.setattr(train_module, "_train_epoch", real_epoch)
+    _kill_in_third_epoch(monkeypatch, train_x, val_x, cfg, ckpt)
     assert torch.load(ckpt, weights_only=True)["scaler"]["scale"] > 2.0**4
     fit_model(_model(), train_x, val_x, LossConfig(), cfg, seed=3, progress=False,
               checkpoint=ckpt)
