@@ -118,12 +118,10 @@ def score_command(
         raise ReconadError("--maps is written by --engine local; drop --engine ray or --maps")
     if address is not None and engine != "ray":
         raise ReconadError("--address is for --engine ray; add --engine ray or drop --address")
-    if engine == "ray" and device is not None:
-        from reconad.device import DEVICES
+    if engine == "ray":
+        from reconad.device import device_name
 
-        if device.strip().lower().partition(":")[0] not in DEVICES:
-            raise ReconadError(f"unknown device {device!r}; choose one of "
-                               f"{', '.join(DEVICES)}")
+        device = device_name(device)  # checked here, resolved by each actor on its node
     # On Ray the actors choose the device on their own nodes; this driver may have no GPU.
     det = Detector.load(detector, device="cpu" if engine == "ray" else device)
     # Prepare images the way the training images were, unless told otherwise.
@@ -140,7 +138,7 @@ def score_command(
         summary = score_on_ray(detector, collection, out, batch_size=batch_size,
                                workers=max(workers, 1), address=address, skip_bad=skip_bad,
                                gallery=gallery, gallery_k=gallery_k, title=title,
-                               device=device or "auto")
+                               device=device)
     else:
         from reconad.bulk_score import score_collection
 

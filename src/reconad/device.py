@@ -34,6 +34,20 @@ def available_devices() -> list[str]:
     return found
 
 
+def device_name(name: str | torch.device | None = "auto") -> str:
+    """``name`` checked and normalised (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``), not
+    resolved: for a device chosen elsewhere (a Ray actor on its own node).
+
+    Raises:
+        ReconadError: an unknown name.
+    """
+    name = "auto" if name is None else str(name).strip().lower()
+    kind, _, index = name.partition(":")
+    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
+        raise ReconadError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
+    return name
+
+
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     """The torch device for ``name``: ``auto`` (or None) picks cuda if available, else mps,
     else cpu; ``cpu``, ``cuda`` (also ``cuda:N``), ``mps`` must be available here.
@@ -41,15 +55,11 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     Raises:
         ReconadError: an unknown name or a device this machine does not have.
     """
-    if isinstance(name, torch.device):
-        name = str(name)
-    name = "auto" if name is None else str(name).strip().lower()
+    name = device_name(name)
     found = available_devices()
     if name == "auto":
         return torch.device(found[1] if len(found) > 1 else "cpu")
     kind, _, index = name.partition(":")
-    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
-        raise ReconadError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
     if kind not in found:
         raise ReconadError(f"device {name} is not available on this machine (available: "
                            f"{', '.join(found)}); use --device auto or cpu")
