@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reconad.augment import affine_matrices, augment_batch, random_flips, warp
+from reconad.augment import affine_matrices, augment_batch, random_flips, tta_views, warp
 from reconad.errors import ReconadError
 
 
@@ -126,3 +126,26 @@ def test_random_flips_mirror_each_image_one_of_four_ways_and_are_seeded():
     assert torch.equal(out, random_flips(x, torch.Generator().manual_seed(0)))
     with pytest.raises(ReconadError, match="random_flips needs images"):
         random_flips(torch.rand(3, 4, 4))
+
+
+def test_tta_views_are_the_batch_then_its_fixed_copies():
+    x = torch.zeros(2, 1, 9, 9)
+    x[:, 0, 3:6, 3:6] = torch.rand(2, 3, 3, generator=torch.Generator().manual_seed(0))
+    views = tta_views(x, shift=1, rotation=8, zoom=0.1)
+    assert len(views) == 1 + 8 + 2 + 2
+    assert views[0] is x
+    # The 8 whole-pixel shifts move the pixels exactly (the content has an empty border).
+    expected = [torch.roll(x, (dy, dx), (2, 3)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                if dx or dy]
+    for view, want in zip(views[1:9], expected, strict=True):
+        torch.testing.assert_close(view, want, atol=1e-5, rtol=0)
+    # Rotations and zooms keep a blob's centre and change the picture.
+    for view in views[9:]:
+        assert not torch.allclose(view, x, atol=1e-3)
+        assert abs(float(view.sum() - x.sum())) < 0.35 * float(x.sum())
+    assert tta_views(x) == [x]  # nothing asked: the batch alone
+
+
+def test_tta_views_reject_negative_amounts():
+    with pytest.raises(ReconadError, match="test-time augmentation"):
+        tta_views(torch.zeros(1, 1, 4, 4), shift=-1)

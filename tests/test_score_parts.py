@@ -8,12 +8,13 @@ import torch
 from sklearn.metrics import roc_auc_score
 from tolerances import assert_close
 
-from reconad.config import ModelConfig, load_config
+from reconad.augment import tta_views
+from reconad.config import ModelConfig, ScoreConfig, load_config
 from reconad.detector import Detector
 from reconad.errors import ReconadError
 from reconad.models import build_model
-from reconad.scorer import BANK_KEY
-from reconad.scoring import Calibration, latent_codes, score_images
+from reconad.scorer import BANK_KEY, Scorer
+from reconad.scoring import KNN_SHORTLIST, Calibration, latent_codes, score_images
 
 TRAIN = {"epochs": 8, "batch_size": 32, "lr": 3e-3}
 MODEL = {"kind": "dense", "hidden": [64], "latent": 6, "class_head": True}
@@ -210,3 +211,54 @@ def test_scorer_rules_live_in_one_place(fitted):
     no_head = build_model(ModelConfig(hidden=[8], latent=2), (1, 16, 16))
     with pytest.raises(ReconadError, match="class_energy needs model.class_head=true"):
         Scorer(ScoreConfig(parts=["class_energy"])).check_model(no_head)
+
+
+def test_test_time_augmentation_averages_each_part_over_the_copies(data):
+    """score.tta_*: each part is the mean over the image and its copies (geometric for the
+    distances), the calibration is fitted on those means, and a saved detector keeps it."""
+    x, y, x_all, is_anomaly = data
+    tta = {**PARTS, "tta_shift": 1, "tta_rotation": 8.0}
+    det = Detector(model=MODEL, train=TRAIN, score=tta).fit(x[40:], y=y[40:], X_val=x[:40])
+    plain = Scorer(ScoreConfig(**PARTS), bank=det.scorer_.bank)  # the same bank and model
+    views = tta_views(torch.from_numpy(x_all.astype(np.float32)), 1, 8.0)
+    per_view = [plain.parts(det.model_, v.numpy()) for v in views]
+    assert len(per_view) == 11
+    parts = det.score_parts(x_all)
+    want = np.exp(np.mean([np.log(p["recon"]) for p in per_view], axis=0))
+    assert_close(parts["recon"], want, what="recon over the copies")
+    # latent_knn: the image's own distance to the whole bank; each copy's to its nearest among
+    # the image's KNN_SHORTLIST nearest bank codes (brute force in float64).
+    bank = det.scorer_.bank.double().numpy()
+    codes = [latent_codes(det.model_, v.numpy()).double().numpy() for v in views]
+    own = np.sqrt(((codes[0][:, None] - bank[None]) ** 2).sum(-1))
+    shortlist = np.argsort(own, axis=1)[:, :KNN_SHORTLIST]
+    distances = [np.sort(own, 1)[:, :3].mean(1)]
+    for c in codes[1:]:
+        d = np.sqrt(((c[:, None] - bank[shortlist]) ** 2).sum(-1))
+        distances.append(np.sort(d, 1)[:, :3].mean(1))
+    want = np.exp(np.mean(np.log(distances), axis=0))
+    np.testing.assert_allclose(parts["latent_knn"], want, rtol=1e-4)
+    assert np.all(np.array(distances[1:]) >= np.array([p["latent_knn"] for p in per_view[1:]])
+                  * (1 - 1e-4))  # never nearer than the whole bank's nearest
+    want = np.mean([p["class_energy"] for p in per_view], axis=0)
+    assert_close(parts["class_energy"], want, what="class energy over the copies")
+    assert not np.allclose(parts["recon"], per_view[0]["recon"], rtol=1e-3)
+    # The calibration is of the averaged parts of the validation images.
+    val_parts = det.score_parts(x[:40])
+    for part in ("recon", "latent_knn"):
+        assert_close(det.scorer_.calibration.mean[part], np.log(val_parts[part]).mean(),
+                     what=f"{part} calibration")
+    assert roc_auc_score(is_anomaly, det.anomaly_score(x_all)) > 0.8
+
+
+def test_test_time_augmentation_survives_save_and_load(data, tmp_path):
+    x, y, x_all, _ = data
+    det = Detector(model=MODEL, train=TRAIN, score={**PARTS, "tta_rotation": 5.0}).fit(x, y=y)
+    loaded = Detector.load(det.save(tmp_path / "d.safetensors"))
+    assert loaded.scorer_.config.tta_rotation == 5.0
+    assert_close(loaded.anomaly_score(x_all), det.anomaly_score(x_all), what="loaded scores")
+
+
+def test_test_time_augmentation_is_refused_with_a_map_score():
+    with pytest.raises(ValueError, match="tta_shift/tta_rotation/tta_zoom"):
+        ScoreConfig(map="ssim", tta_shift=1)

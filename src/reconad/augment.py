@@ -1,4 +1,5 @@
-"""Batched training-time augmentation: random rotation, zoom, shift and flips on tensors.
+"""Batched augmentation on tensors: random rotation, zoom, shift and flips for training, and
+the fixed copies of test-time augmentation (:func:`tta_views`).
 
 One random affine transform per image, applied to the whole batch at once with
 ``F.affine_grid`` / ``F.grid_sample`` (bilinear, zeros outside the image). Conventions, in the
@@ -127,3 +128,38 @@ def random_flips(x: torch.Tensor, generator: torch.Generator | None = None) -> t
     flip_w, flip_h = (u < 0.5)[:, :, None, None, None]  # each (B, 1, 1, 1)
     x = torch.where(flip_w, x.flip(-1), x)
     return torch.where(flip_h, x.flip(-2), x)
+
+
+def tta_views(x: torch.Tensor, shift: int = 0, rotation: float = 0.0,
+                    zoom: float = 0.0) -> list[torch.Tensor]:
+    """The fixed copies of a batch that test-time augmentation scores (``score.tta_*``).
+
+    Args:
+        x: Images ``(B, C, H, W)``.
+        shift: Pixels: copies moved by this much to the 8 neighbouring positions (left, right,
+            up, down and the diagonals); 0 = none.
+        rotation: Degrees: copies rotated by -rotation and +rotation; 0 = none.
+        zoom: Copies zoomed by 1 - zoom and 1 + zoom; 0 = none.
+
+    Returns:
+        ``x`` itself first, then the copies (bilinear, zeros outside the image; a whole-pixel
+        shift moves pixels exactly).
+    """
+    if shift < 0 or rotation < 0 or not 0 <= zoom < 1:
+        raise ReconadError(f"test-time augmentation shift={shift}, rotation={rotation}, "
+                           f"zoom={zoom} is out of range; use shift, rotation >= 0 and zoom in "
+                           "[0, 1)")
+    b, _, h, w = x.shape
+    moves = []  # (angle, scale, shift x in pixels, shift y in pixels)
+    if shift:
+        moves += [(0.0, 1.0, dx * shift, dy * shift) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                  if dx or dy]
+    if rotation:
+        moves += [(-rotation, 1.0, 0, 0), (rotation, 1.0, 0, 0)]
+    if zoom:
+        moves += [(0.0, 1 - zoom, 0, 0), (0.0, 1 + zoom, 0, 0)]
+    views = [x]
+    for angle, scale, dx, dy in moves:
+        full = [torch.full((b,), float(v), device=x.device) for v in (angle, scale, dx / w, dy / h)]
+        views.append(warp(x, affine_matrices(*full, h, w)))
+    return views

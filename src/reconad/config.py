@@ -254,6 +254,14 @@ class ScoreConfig(_Section):
     images' maps there (saved in the detector), so always-busy places do not dominate."""
     ssim_window: Annotated[int, Field(ge=3, le=63)] = 11
     """map ssim: odd side of the Gaussian SSIM window (sigma 1.5)."""
+    tta_shift: Annotated[int, Field(ge=0, le=16)] = 0
+    """Test-time augmentation: also score copies of each image moved this many pixels to its
+    8 neighbouring positions, and average each part over the image and its copies (0 = no
+    shifted copies). Every copy costs one more scoring pass."""
+    tta_rotation: Annotated[float, Field(ge=0.0, le=45.0)] = 0.0
+    """Test-time augmentation: also score copies rotated by -/+ this many degrees (0 = none)."""
+    tta_zoom: Annotated[float, Field(ge=0.0, le=0.5)] = 0.0
+    """Test-time augmentation: also score copies zoomed by 1 -/+ this (0 = none)."""
 
     @model_validator(mode="after")
     def _distinct_parts(self) -> ScoreConfig:
@@ -285,6 +293,10 @@ class ScoreConfig(_Section):
             if self.complexity != "none":
                 raise ValueError(f"score.complexity={self.complexity} is for score.map=none; "
                                  "set score.complexity=none with a map")
+            if self.tta_shift or self.tta_rotation or self.tta_zoom:
+                raise ValueError("score.tta_shift/tta_rotation/tta_zoom average per-image "
+                                 f"scores over moved copies; score.map={self.map} scores pixels "
+                                 "in place: set them to 0 with a map")
         return self
 
 

@@ -91,6 +91,21 @@ class Scorer:
             seed: int = 0) -> Scorer:
         """Keep the bank of training codes (``latent_knn``) and calibrate on ``val_images``
         (normal images, (N, C, H, W)); returns self."""
+        self._fit_state(model, train_images, val_images, seed)
+        return self
+
+    def fit_and_score(self, model: Autoencoder, train_images: np.ndarray,
+                      val_images: np.ndarray, seed: int = 0) -> np.ndarray:
+        """:meth:`fit`, then the scores of ``val_images`` (N,) float64: the same as ``fit``
+        followed by :meth:`score`, with the validation images scored once, not twice, when
+        the calibration needs their parts."""
+        parts = self._fit_state(model, train_images, val_images, seed)
+        return self.score(model, val_images) if parts is None else self._combine(parts)
+
+    def _fit_state(self, model: Autoencoder, train_images: np.ndarray,
+                   val_images: np.ndarray, seed: int) -> dict[str, np.ndarray] | None:
+        """Fit bank, colour statistics, calibration and map normalisers; the validation
+        images' parts when the calibration needed them, else None."""
         self.check_model(model)
         self.bank = None
         if "latent_knn" in self.config.parts:
@@ -106,14 +121,15 @@ class Scorer:
             self.color_stats = ColorStats(self.config.color_sigmas).fit(
                 torch.from_numpy(float_batch(np.asarray(train_images[i:i + step])))
                 for i in range(0, len(train_images), step))
-        self.calibration = None
+        self.calibration, parts = None, None
         if self.calibrated:
-            self.calibration = Calibration.fit(self.parts(model, val_images))
+            parts = self.parts(model, val_images)
+            self.calibration = Calibration.fit(parts)
         self.normalizers = None
         if map_tensor_keys(self.config):
             self.normalizers = {kind: MapNormalizer().fit(maps)
                                 for kind, maps in self._raw_maps(model, val_images).items()}
-        return self
+        return parts
 
     def _raw_maps(self, model: Autoencoder, x: np.ndarray) -> dict[str, torch.Tensor]:
         cfg = self.config
@@ -138,7 +154,8 @@ class Scorer:
         cfg = self.config
         if cfg.map != "none":  # the config allows no other part beside a map
             return self._map_parts(self.maps(model, x))
-        return score_parts(model, x, cfg.parts, cfg.kind, self.bank, cfg.knn_k, cfg.complexity)
+        return score_parts(model, x, cfg.parts, cfg.kind, self.bank, cfg.knn_k, cfg.complexity,
+                           (cfg.tta_shift, cfg.tta_rotation, cfg.tta_zoom))
 
     def _map_parts(self, maps: np.ndarray) -> dict[str, np.ndarray]:
         cfg = self.config

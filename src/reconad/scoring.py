@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from reconad.augment import tta_views
 from reconad.color_stats import ColorStats
 from reconad.device import model_device, to_device
 from reconad.errors import ReconadError
@@ -167,11 +168,13 @@ def error_maps(model: Autoencoder, x: np.ndarray, kind: str = "mse") -> np.ndarr
 # --------------------------------------------------------------------------- composite scores
 
 LOG_PARTS = ("recon", "latent_knn")  # positive distances: standardised on a log scale
+LOG_FLOOR = 1e-12  # a distance below this counts as this on the log scale
 
 
 KNN_QUERIES = 256  # codes compared with the bank at once
 KNN_BANK_CHUNK = 8192  # bank codes per distance block: at most (256, 8192) floats at once
 KNN_MARGIN = 8  # extra candidates re-measured exactly, in case rounding misordered the k-th
+KNN_SHORTLIST = 64  # test-time copies look for their neighbours among the image's 64 nearest
 KNN_GROUP = 32  # bank codes per group in the two-stage search for the nearest (see smallest)
 
 
@@ -194,12 +197,21 @@ def knn_distance(codes: torch.Tensor, bank: torch.Tensor, k: int) -> np.ndarray:
     cancellation); the ``k + KNN_MARGIN`` best candidates are then measured again directly as
     ``|a - b|``, which is accurate, and the ``k`` smallest of those are averaged.
     """
+    return knn_search(codes, bank, k, k + KNN_MARGIN)[0]
+
+
+@torch.no_grad()
+def knn_search(codes: torch.Tensor, bank: torch.Tensor, k: int,
+               n_candidates: int) -> tuple[np.ndarray, torch.Tensor]:
+    """:func:`knn_distance` of ``codes`` (N, D), and each code's ``n_candidates`` (>= k)
+    nearest bank rows found on the way, (N, n_candidates) int64 (nearest first, up to the
+    matmul form's rounding): a shortlist for :func:`knn_distance_among`."""
     k = min(k, len(bank))
-    n_candidates = min(len(bank), k + KNN_MARGIN)
+    n_candidates = min(len(bank), max(n_candidates, k))
     # Rank by |b|^2 - 2 a.b (|a|^2 is the same for all of a row's candidates), in one matmul:
     # [a, 1] . [-2 b, |b|^2].
     keys = torch.cat([-2.0 * bank, (bank * bank).sum(1, keepdim=True)], dim=1).T  # (D+1, M)
-    out = []
+    out, lists = [], []
     for start in range(0, len(codes), KNN_QUERIES):
         query = codes[start : start + KNN_QUERIES]  # (B, D)
         lifted = torch.cat([query, torch.ones(len(query), 1)], dim=1)  # (B, D+1)
@@ -210,11 +222,21 @@ def knn_distance(codes: torch.Tensor, bank: torch.Tensor, k: int) -> np.ndarray:
             found_d.append(d)
             found_i.append(i + b0)
         pick = torch.cat(found_d, 1).topk(n_candidates, dim=1, largest=False).indices
-        candidates = torch.cat(found_i, 1).gather(1, pick)  # (B, k + margin) bank rows
-        exact = (query[:, None, :] - bank[candidates]).norm(dim=2)  # (B, k + margin)
-        nearest = exact.topk(k, dim=1, largest=False).values.sort(dim=1).values
-        out.append(nearest.double().mean(1).numpy())
-    return np.concatenate(out) if out else np.empty(0)
+        candidates = torch.cat(found_i, 1).gather(1, pick)  # (B, n_candidates) bank rows
+        out.append(knn_distance_among(query, bank, candidates, k))
+        lists.append(candidates)
+    if not out:
+        return np.empty(0), torch.empty(0, n_candidates, dtype=torch.int64)
+    return np.concatenate(out), torch.cat(lists)
+
+
+def knn_distance_among(codes: torch.Tensor, bank: torch.Tensor, candidates: torch.Tensor,
+                       k: int) -> np.ndarray:
+    """Mean Euclidean distance of each code (N, D) to its ``k`` nearest among its own
+    ``candidates`` (N, C) rows of ``bank``, measured directly as ``|a - b|``: (N,) float64."""
+    exact = (codes[:, None, :] - bank[candidates]).norm(dim=2)  # (N, C)
+    nearest = exact.topk(min(k, exact.shape[1]), dim=1, largest=False).values.sort(dim=1).values
+    return nearest.double().mean(1).numpy()
 
 
 def smallest(values: torch.Tensor, n: int,
@@ -244,7 +266,8 @@ def smallest(values: torch.Tensor, n: int,
 @torch.no_grad()
 def score_parts(model: Autoencoder, x: np.ndarray, parts: list[str], kind: str = "mse",
                 bank: torch.Tensor | None = None, k: int = 5,
-                complexity: str = "none") -> dict[str, np.ndarray]:
+                complexity: str = "none",
+                tta: tuple[int, float, float] = (0, 0.0, 0.0)) -> dict[str, np.ndarray]:
     """Each requested part's raw score of ``x`` (N, C, H, W): ``{part: (N,) float64}``.
 
     One pass: each image is encoded once and its code decoded once (by each ensemble member).
@@ -252,22 +275,59 @@ def score_parts(model: Autoencoder, x: np.ndarray, parts: list[str], kind: str =
     training codes ``latent_knn`` measures against (:func:`knn_distance` to the ``k``
     nearest); ``class_energy`` is the class head's energy ``-logsumexp(logits)`` (the mean
     over an ensemble's members).
+
+    ``tta`` (shift in pixels, rotation in degrees, zoom) adds test-time augmentation: each
+    part is also computed on the fixed copies of :func:`reconad.augment.tta_views` and
+    averaged over the image and its copies (geometrically for the distances, which are
+    compared on a log scale), so the score no longer hinges on one exact pose. A copy's
+    ``latent_knn`` is measured to its nearest among the image's own :data:`KNN_SHORTLIST`
+    nearest bank codes (a copy's code lies near its image's; the whole bank is searched once
+    per image, not once per copy).
     """
     model.eval()
     out: dict[str, list[np.ndarray]] = {part: [] for part in parts}
     for batch, n in _chunks(x, model_device(model)):
-        code = model.encode(batch)
-        if "recon" in out:
-            error = recon_error(model.decode(code), batch, kind, complexity)
-            out["recon"].append(error[:n].double().cpu().numpy())
-        if "latent_knn" in out:  # the bank is on the CPU: so is the search
-            out["latent_knn"].append(knn_distance(code[:n].flatten(1).cpu(), bank, k))
-        if "class_energy" in out:
-            # An ensemble's energy: the mean of its members' energies.
-            energy = torch.stack([-torch.logsumexp(logits, dim=1)
-                                  for logits in model.class_logits(code)]).mean(dim=0)
-            out["class_energy"].append(energy[:n].double().cpu().numpy())
+        views = tta_views(batch, *tta) if any(tta) else [batch]
+        shortlist = None  # the image's nearest bank codes, where its copies' are looked for
+        found = []
+        for view in views:
+            got, shortlist = _view_parts(model, view, n, parts, kind, bank, k, complexity,
+                                         shortlist, len(views) > 1)
+            found.append(got)
+        for part in parts:
+            values = np.stack([f[part] for f in found])  # (views, n)
+            out[part].append(np.exp(np.log(np.maximum(values, LOG_FLOOR)).mean(axis=0))
+                             if part in LOG_PARTS and len(views) > 1 else values.mean(axis=0))
     return {part: np.concatenate(v) if v else np.empty(0) for part, v in out.items()}
+
+
+def _view_parts(model: Autoencoder, batch: torch.Tensor, n: int, parts: list[str], kind: str,
+                bank: torch.Tensor | None, k: int, complexity: str,
+                shortlist: torch.Tensor | None, keep_shortlist: bool
+                ) -> tuple[dict[str, np.ndarray], torch.Tensor | None]:
+    """:func:`score_parts` of one pass ``batch`` whose first ``n`` images are real, and the
+    kNN shortlist: with ``shortlist`` (N, :data:`KNN_SHORTLIST`) the codes' neighbours are
+    looked for among those bank rows only (a test-time copy among its image's), else in the
+    whole bank, keeping a shortlist when ``keep_shortlist``."""
+    found = {}
+    code = model.encode(batch)
+    if "recon" in parts:
+        error = recon_error(model.decode(code), batch, kind, complexity)
+        found["recon"] = error[:n].double().cpu().numpy()
+    if "latent_knn" in parts:  # the bank is on the CPU: so is the search
+        query = code[:n].flatten(1).cpu()
+        if shortlist is not None:
+            found["latent_knn"] = knn_distance_among(query, bank, shortlist, k)
+        elif keep_shortlist:
+            found["latent_knn"], shortlist = knn_search(query, bank, k, KNN_SHORTLIST)
+        else:
+            found["latent_knn"] = knn_distance(query, bank, k)
+    if "class_energy" in parts:
+        # An ensemble's energy: the mean of its members' energies.
+        energy = torch.stack([-torch.logsumexp(logits, dim=1)
+                              for logits in model.class_logits(code)]).mean(dim=0)
+        found["class_energy"] = energy[:n].double().cpu().numpy()
+    return found, shortlist
 
 
 @dataclass
@@ -295,4 +355,4 @@ class Calibration:
 
 
 def _transform(part: str, values: np.ndarray) -> np.ndarray:
-    return np.log(np.maximum(values, 1e-12)) if part in LOG_PARTS else values
+    return np.log(np.maximum(values, LOG_FLOOR)) if part in LOG_PARTS else values
