@@ -172,3 +172,35 @@ def test_latent_larger_than_the_input_is_rejected(mnist_dir, tmp_path):
         pipeline.run(tiny("default", mnist_dir, "model.latent=1000"), tmp_path / "r",
                      progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def test_score_sets_scores_each_distinct_image_once():
+    """dev and eval share their normal images: score_sets scores them once and gives every
+    set the scores a separate scoring would."""
+    from reconad.pipeline import score_sets
+    from reconad.splits import EvalSet
+
+    rng = np.random.default_rng(0)
+    pictures = {f"test:{i}": rng.random((1, 4, 4)) for i in range(12)}
+
+    class Counting:
+        scored = 0
+
+        def anomaly_score(self, x):
+            self.scored += len(x)
+            return np.asarray(x).reshape(len(x), -1).mean(1) * 10
+
+    def eval_set(keys):
+        n = len(keys)
+        return EvalSet(x=np.stack([pictures[k] for k in keys]), is_anomaly=np.zeros(n, bool),
+                       group=np.full(n, "normal"), label=np.zeros(n, np.int64),
+                       ids=np.array(keys))
+
+    keys = list(pictures)
+    sets = {"dev": eval_set(keys[:8]), "eval": eval_set(keys[:6] + keys[8:]),
+            "final": eval_set(keys[2:5])}
+    detector = Counting()
+    scores = score_sets(detector, sets)
+    assert detector.scored == 12  # 8 + 4 new + 0 new, not 8 + 10 + 3
+    for name, s in sets.items():
+        np.testing.assert_array_equal(scores[name], Counting().anomaly_score(s.x))

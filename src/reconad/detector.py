@@ -209,9 +209,9 @@ class Detector(OutlierMixin, BaseEstimator):
                         "loss": loss_cfg.model_dump(mode="json")}
         self.classes_ = classes
         reference = xv if xv is not None and len(xv) else x
-        self.scorer_ = scorer.fit(self._whole_image_model(), x, reference, self.seed)
-        self.val_scores_: np.ndarray | None = self.scorer_.score(self._whole_image_model(),
-                                                                 reference)
+        self.scorer_ = scorer
+        self.val_scores_: np.ndarray | None = scorer.fit_and_score(
+            self._whole_image_model(), x, reference, self.seed)
         self.threshold_ = float(np.quantile(self.val_scores_, self.quantile))
         self.threshold_method_ = "quantile"
         self.preprocessing_ = preprocessing

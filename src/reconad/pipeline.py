@@ -42,7 +42,7 @@ from reconad.thresholds import evaluate_sets
 SAMPLES_PER_GROUP = 8
 GALLERY_SIZE = 16
 CHECKPOINT = "checkpoint.pt"  # in the run's partial folder while training; never in the run
-TRAIN_SCORE_SAMPLE = 10_000  # training images scored for metrics.json's "train" statistics
+TRAIN_SCORE_SAMPLE = 5_000  # training images scored for metrics.json's "train" statistics
 
 
 @dataclass
@@ -155,7 +155,7 @@ def _run_in(config: Config, out: Path, tmp: Path | None, progress: bool, console
     if not splits.sets["dev"].is_anomaly.any():
         console.print("the development set has no anomalies (the training data are all "
                       "normal): only the quantile threshold can be computed")
-    scores = {name: detector.anomaly_score(s.x) for name, s in splits.sets.items()}
+    scores = score_sets(detector, splits.sets)
     thresholds, set_metrics = evaluate_sets(scores, splits, detector.val_scores_,
                                             config.threshold)
     chosen = config.threshold.method
@@ -188,6 +188,24 @@ def _run_in(config: Config, out: Path, tmp: Path | None, progress: bool, console
     else:
         metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
     return RunResult(run_dir=run_dir, metrics=metrics, detector=detector, sizes=sizes)
+
+
+def score_sets(detector: Detector, sets: dict[str, EvalSet]) -> dict[str, np.ndarray]:
+    """Each evaluated set's anomaly scores, (N,) float64 per set, every distinct image (by its
+    id) scored once: a scenario's sets share their normal images (dev and eval both hold the
+    normal test images), and a score does not depend on the batch it was computed in."""
+    known: dict[str, float] = {}
+    scores = {}
+    for name, s in sets.items():
+        ids = s.ids.astype(str)
+        new = np.array([i for i, key in enumerate(ids) if key not in known], dtype=np.int64)
+        if len(new) == len(ids):
+            fresh = detector.anomaly_score(s.x)
+        else:
+            fresh = detector.anomaly_score(s.x[new]) if len(new) else np.empty(0)
+        known.update(zip(ids[new].tolist(), fresh.tolist(), strict=True))
+        scores[name] = np.array([known[key] for key in ids], dtype=np.float64)
+    return scores
 
 
 def _sample(images: np.ndarray, seed: int) -> np.ndarray:
