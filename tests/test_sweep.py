@@ -510,7 +510,7 @@ def kill_one_worker_mid_trial(tmp_path: Path, mnist_dir: Path, storage: str | No
     # Its trial is queued again at once, or (when the kill lands while the worker is between
     # claiming a trial and recording it as its own) re-run by a survivor once its heartbeat is
     # stale: either way every configuration completes exactly once.
-    assert "queued again" in output or "no trial lost" in output, output
+    assert "queued again" in output or "is run again once its heartbeat is" in output, output
     check_each_configuration_once(out, storage, "kill", [4, 8, 16])
 
 
@@ -641,3 +641,20 @@ def test_final_run_lock_of_a_dead_process_is_taken_over(tmp_path):
     held = FakeRun()
     assert run_sweep(source, out=tmp_path / "sw", run_fn=held).final_metrics is None
     assert held.calls == []
+
+
+def test_death_line_names_the_lost_trial_or_says_when_an_unnamed_one_is_run_again(monkeypatch):
+    """The parent's line for a killed worker: its own trial queued again, or, when the kill
+    landed before the worker recorded a trial as its own, when that trial is run again."""
+    from types import SimpleNamespace
+
+    from reconad.sweep._workers import _death_line
+
+    monkeypatch.setenv("RECONAD_SWEEP_GRACE_S", "7")
+    trial = SimpleNamespace(number=3, params={"model.latent": 8}, user_attrs={})
+    named = _death_line(None, 1, 4242, signal.SIGKILL, [trial])
+    assert named == ("worker 1 (pid 4242) died (SIGKILL): trial 3 [model.latent=8] queued "
+                     "again; the other workers go on")
+    unnamed = _death_line(None, 0, 4243, signal.SIGKILL, [])
+    assert "no trial recorded as its own" in unnamed
+    assert "run again once its heartbeat is 7 s old" in unnamed

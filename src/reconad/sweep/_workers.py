@@ -212,8 +212,12 @@ def run_pool(study, ctx: SweepContext, count: int, console: Console) -> None:
 def _death_line(ctx: SweepContext, index: int, pid: int, signum: int, lost: list) -> str:
     how = signal.Signals(signum).name if signum in signal.valid_signals() else f"signal {signum}"
     trials = ", ".join(_name(ctx, t) for t in lost)
+    # Killed between claiming a trial and recording it as its own, a worker leaves a running
+    # trial nobody can name yet: it is run again once its heartbeat is stale.
+    unnamed = (f"no trial recorded as its own; one it had just claimed is run again once its "
+               f"heartbeat is {grace_period()} s old")
     return (f"worker {index} (pid {pid}) died ({how}): "
-            + (f"{trials} queued again" if trials else "no trial lost")
+            + (f"{trials} queued again" if trials else unnamed)
             + "; the other workers go on")
 
 
