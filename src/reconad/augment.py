@@ -131,7 +131,7 @@ def random_flips(x: torch.Tensor, generator: torch.Generator | None = None) -> t
 
 
 def tta_views(x: torch.Tensor, shift: int = 0, rotation: float = 0.0,
-                    zoom: float = 0.0) -> list[torch.Tensor]:
+              zoom: float = 0.0) -> list[torch.Tensor]:
     """The fixed copies of a batch that test-time augmentation scores (``score.tta_*``).
 
     Args:

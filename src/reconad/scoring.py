@@ -270,7 +270,8 @@ def score_parts(model: Autoencoder, x: np.ndarray, parts: list[str], kind: str =
                 tta: tuple[int, float, float] = (0, 0.0, 0.0)) -> dict[str, np.ndarray]:
     """Each requested part's raw score of ``x`` (N, C, H, W): ``{part: (N,) float64}``.
 
-    One pass: each image is encoded once and its code decoded once (by each ensemble member).
+    One pass: each image (and each test-time copy) is encoded once and its code decoded once
+    (by each ensemble member).
     ``recon`` is :func:`recon_error` (``kind``, ``complexity``); ``bank`` (M, D) holds the
     training codes ``latent_knn`` measures against (:func:`knn_distance` to the ``k``
     nearest); ``class_energy`` is the class head's energy ``-logsumexp(logits)`` (the mean
@@ -295,10 +296,18 @@ def score_parts(model: Autoencoder, x: np.ndarray, parts: list[str], kind: str =
                                          shortlist, len(views) > 1)
             found.append(got)
         for part in parts:
-            values = np.stack([f[part] for f in found])  # (views, n)
-            out[part].append(np.exp(np.log(np.maximum(values, LOG_FLOOR)).mean(axis=0))
-                             if part in LOG_PARTS and len(views) > 1 else values.mean(axis=0))
+            out[part].append(_mean_over_views(part, [f[part] for f in found]))
     return {part: np.concatenate(v) if v else np.empty(0) for part, v in out.items()}
+
+
+def _mean_over_views(part: str, values: list[np.ndarray]) -> np.ndarray:
+    """A part's mean over an image's views, on the scale :class:`Calibration` standardises it
+    on (the log for the distances: a geometric mean), so averaging the parts averages the
+    calibrated score; one view is returned as it is."""
+    if len(values) == 1:
+        return values[0]
+    mean = _transform(part, np.stack(values)).mean(axis=0)
+    return np.exp(mean) if part in LOG_PARTS else mean
 
 
 def _view_parts(model: Autoencoder, batch: torch.Tensor, n: int, parts: list[str], kind: str,
