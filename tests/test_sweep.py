@@ -541,6 +541,54 @@ def test_rerun_finishes_a_sweep_whose_every_process_was_killed(tmp_path, mnist_d
     check_each_configuration_once(out, storage, "kill", [4, 8, 16])
 
 
+# A process killed at an exact point of a trial's life: the trial is created (RUNNING, no
+# parameters) before the grid sampler picks its point, the point is picked before the objective
+# suggests it, and the parameters are suggested before the trial is run.
+KILL_AT = {
+    "claimed": "optuna.samplers.GridSampler.before_trial",  # a trial without any parameters
+    "drawn": "reconad.sweep._workers.suggest",  # grid point chosen, not suggested yet
+    "suggested": "reconad.sweep._workers.superseded",  # parameters suggested, run not started
+}
+KILL_SCRIPT = """
+import importlib, os, signal, sys
+from pathlib import Path
+from reconad.sweep import run_sweep
+owner, _, name = sys.argv[1].rpartition(".")
+try:
+    target = importlib.import_module(owner)
+except ModuleNotFoundError:  # a class attribute: module.Class.method
+    module, _, cls = owner.rpartition(".")
+    target = getattr(importlib.import_module(module), cls)
+setattr(target, name, lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL))
+run_sweep(sys.argv[2], out=sys.argv[3], data_dir=sys.argv[4])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", sorted(KILL_AT))
+def test_rerun_finishes_a_sweep_killed_at_each_point_of_a_trial(tmp_path, mnist_dir, point):
+    """Regression: a trial killed after it was created but before it had parameters became a
+    parameterless "interrupted" row of trials.csv. Killed exactly there (and at the next two
+    points), the same command run again completes every configuration exactly once."""
+    source = write_sweep(tmp_path / "kill.yaml", KILLABLE)
+    out = tmp_path / "sw"
+    storage = f"sqlite:///{out.resolve() / 'study.db'}"
+    env = {**os.environ, **SHORT_GRACE}
+    killed = subprocess.run([sys.executable, "-c", KILL_SCRIPT, KILL_AT[point], str(source),
+                             str(out), str(mnist_dir)], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    left = study_trials(storage, "kill")
+    assert [t.state.name for t in left] == ["RUNNING"]
+    assert bool(left[0].params) == (point == "suggested")
+    assert ("grid_id" in left[0].system_attrs) == (point != "claimed")
+
+    again = subprocess.run(sweep_argv(source, out, mnist_dir), capture_output=True, text=True,
+                           env=env, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    check_each_configuration_once(out, storage, "kill", [4, 8, 16])
+
+
 def test_trial_of_a_worker_dead_elsewhere_is_rerun_after_the_grace_period(tmp_path,
                                                                           monkeypatch):
     """A trial left running by a worker on another machine that stopped beating is failed

@@ -91,7 +91,9 @@ def trial_rows(study, spec: SweepSpec) -> list[dict[str, Any]]:
     """One row per trial for trials.csv (skipped duplicates and retried ones left out).
 
     A configuration counts once: should a retry and the trial it replaced both complete (a
-    worker thought dead came back), only the earlier trial is kept.
+    worker thought dead came back), only the earlier trial is kept. A trial without parameters
+    (its process was killed after claiming it, before the sampler gave it a configuration) is
+    no configuration and gets no row, unless it failed with an error of its own.
     """
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}
@@ -100,6 +102,8 @@ def trial_rows(study, spec: SweepSpec) -> list[dict[str, Any]]:
     for t in trials:
         state = {"COMPLETE": "complete", "FAIL": "failed", "RUNNING": "running"}.get(t.state.name)
         if state is None or (state == "failed" and t.number in retried):
+            continue
+        if not t.params and "error" not in t.user_attrs:
             continue
         if state == "complete":
             identity = _identity(t, trials, spec)

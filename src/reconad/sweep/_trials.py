@@ -13,7 +13,6 @@ worker elsewhere is dead when its trial's heartbeat is older than the grace peri
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import socket
@@ -102,14 +101,21 @@ def superseded(study, trial, ctx: SweepContext) -> bool:
     return len(earlier) >= ctx.size
 
 
-def _grid_params(trial) -> dict:
-    """The grid point GridSampler gave a trial that died before suggesting its parameters."""
+def _grid_params(study, trial) -> dict:
+    """The grid point GridSampler gave a trial that died before suggesting its parameters.
+
+    Asked of the study's own sampler: its ``grid_id`` indexes the sampler's seeded shuffle of
+    the grid, not the grid in its written order.
+    """
+    import optuna
+
     space, grid_id = trial.system_attrs.get("search_space"), trial.system_attrs.get("grid_id")
-    if not space or grid_id is None:
+    if not space or grid_id is None or not isinstance(study.sampler,
+                                                        optuna.samplers.GridSampler):
         return {}
-    names = sorted(space)
-    return dict(zip(names, list(itertools.product(*(space[n] for n in names)))[grid_id],
-                    strict=True))
+    return {name: study.sampler.sample_independent(
+                study, trial, name, optuna.distributions.CategoricalDistribution(values))
+            for name, values in space.items()}
 
 
 def requeue(study, trial, died: bool = False) -> int | None:
@@ -120,7 +126,7 @@ def requeue(study, trial, died: bool = False) -> int | None:
     """
     if "error" in trial.user_attrs:
         return None
-    params = trial.params or _grid_params(trial)
+    params = trial.params or _grid_params(study, trial)
     if not params:
         return None  # random/tpe: not drawn yet, a new draw takes its place
     if any(t.user_attrs.get("retry_of") == trial.number for t in study.get_trials(deepcopy=False)):
