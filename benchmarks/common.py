@@ -21,8 +21,8 @@ import torch
 
 from reconad.config import Config, ThresholdConfig, load_config
 from reconad.detector import Detector
-from reconad.splits import Splits
-from reconad.thresholds import evaluate_sets
+from reconad.evaluation import evaluate_sets
+from reconad.scenarios import Splits
 
 # --quick: a budget for trying a benchmark out (minutes on 2 cores), not for numbers.
 QUICK_OVERRIDES = ["data.max_train=3000", "data.max_test=1000", "train.epochs=2"]
@@ -55,7 +55,7 @@ def evaluate_detector(detector: Detector, splits: Splits, threshold: ThresholdCo
     """metrics.json's per-set entries of a fitted reconad detector on (possibly other) splits.
 
     Thresholds are chosen on dev and applied to every set, as a run does
-    (:func:`reconad.thresholds.evaluate_sets`, which other scorers call directly).
+    (:func:`reconad.evaluation.evaluate_sets`, which other scorers call directly).
     """
     scores = {name: detector.anomaly_score(s.x) for name, s in splits.sets.items()}
     return evaluate_sets(scores, splits, detector.val_scores_, threshold)[1]

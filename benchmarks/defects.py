@@ -1,14 +1,14 @@
 """Defect localisation on generated texture patches: reconad against a kNN-on-pixels baseline.
 
-For each texture (``brick``, ``grass``, ``gravel``) :func:`reconad.data.synthetic_defects
+For each texture (``brick``, ``grass``, ``gravel``) :func:`reconad.data
 .make_defect_dataset` generates 1,000 normal training patches and a test set of 500 normal and
 200 defective 64x64 RGB patches (scratch, blot, missing piece, colour shift; ~1 % of the
-pixels), read back with :func:`reconad.data.mvtec.read_defect_dataset`.
+pixels), read back with :func:`reconad.data.read_defect_dataset`.
 
 reconad (``reconad.pipeline.run`` on the generated MVTec folder, one run per texture and seed,
 ``--seeds N``): the ``defects-ssim`` preset's recipe (denoising SSIM autoencoder on flipped
 32x32 crops; score = top 1 % of the mean of the standardised, smoothed SSIM and squared-error
-maps and the local colour-statistics map, :mod:`reconad.color_stats`) and the same model's
+maps and the local colour-statistics map, :mod:`reconad.score`) and the same model's
 plain mean squared error (its map: the per-pixel squared error; what reconad scored before
 anomaly maps). Image AUROC, pixel AUROC, PRO and the image AUROC of each defect kind are
 those of the test images; ``seconds`` is the run's wall time (training and scoring).
@@ -18,7 +18,7 @@ Baseline (no training, no PyOD): every test patch's nearest training patch in pi
 (scikit-learn ``NearestNeighbors``, Euclidean). Image score: the distance, or a reduction of
 the anomaly map ``|x - nearest|`` (mean over channels; raw or Gaussian-smoothed, sigma 2):
 ``mean`` (what reconad's mean error does), ``max``, ``topk`` 1 %. Pixel metrics
-(:mod:`reconad.localization`): pixel AUROC and AU-PRO (FPR <= 0.3) of the map named in each
+(:mod:`reconad.evaluation`): pixel AUROC and AU-PRO (FPR <= 0.3) of the map named in each
 row's ``map`` column (the raw map for the distance row).
 
     python benchmarks/run.py defects [--quick] [--seeds N]   # DIR/defects.json, .csv, .md
@@ -43,11 +43,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 
-from reconad.data.mvtec import DefectDataset, read_defect_dataset
-from reconad.data.synthetic_defects import make_defect_dataset
+from reconad.data import DefectDataset, make_defect_dataset, read_defect_dataset
+from reconad.evaluation import pixel_auroc, pro_score
 from reconad.files import write_json_atomic
-from reconad.localization import pixel_auroc, pro_score
-from reconad.maps import gaussian_smooth, reduce_map
+from reconad.score import gaussian_smooth, reduce_map
 
 TEXTURES = ("brick", "grass", "gravel")
 FULL = {"n_train": 1000, "n_test_good": 500, "n_test_defect": 200}

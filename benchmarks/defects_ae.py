@@ -11,21 +11,21 @@ colour shift):
   the normal patches (flipped at random) with the SSIM loss
   (:func:`reconad.losses.per_image_loss`), Adam with a cosine schedule. Unlike Bergmann's
   plain AE it is a *denoising* AE: each training input gets one square of reconad's
-  ``patch`` corruption (:func:`reconad.corruptions.corrupt`; the target stays clean), so the
+  ``patch`` corruption (:func:`reconad.transforms.corrupt`; the target stays clean), so the
   network learns to paint texture over whatever does not belong — a plain SSIM AE of the
   same size scored about 0.79 image AUROC on the validation split, the denoising one 0.9+;
 - anomaly map: the SSIM residual ``1 - local SSIM`` plus the absolute residual (a colour shift
   keeps the structure that SSIM sees), each computed per crop and tiled over the patch
-  (:func:`reconad.patches.sliding_window`), Gaussian-smoothed (:func:`reconad.maps
+  (:func:`reconad.models.sliding_window`), Gaussian-smoothed (:func:`reconad.score
   .gaussian_smooth`) and standardised per pixel position on normal validation maps
-  (:class:`reconad.maps.MapNormalizer`), then averaged;
-- image score: the mean of the top k % of the map (:func:`reconad.maps.reduce_map`).
+  (:class:`reconad.score.MapNormalizer`), then averaged;
+- image score: the mean of the top k % of the map (:func:`reconad.score.reduce_map`).
 
 The settings of :data:`RECIPE` were chosen on a validation split carved out of the *training*
 region of the textures (``--validate``): 15 % of the normal training patches, plus as many
-defective copies of them drawn with :func:`reconad.data.synthetic_defects.add_defect` (the
+defective copies of them drawn with :func:`reconad.data.add_defect` (the
 test patches were never used to choose anything). Every run reports the test metrics
-(:mod:`reconad.localization`: pixel AUROC, AU-PRO to FPR 0.3) per texture and seed.
+(:mod:`reconad.evaluation`: pixel AUROC, AU-PRO to FPR 0.3) per texture and seed.
 
     python benchmarks/defects_ae.py [--quick] [--seeds N] [--textures brick ...] [--out DIR]
     python benchmarks/defects_ae.py --validate --set map=ssim --set epochs=20   # explore
@@ -49,7 +49,7 @@ to 16,384 of the training patches', upsampled) adds at most 0.02 image AUROC to 
 squared and costs ~20 s per texture; the code (stage 3) is worse than nothing. What the
 reconstruction misses is found by a model-free map, the squared Mahalanobis distance of each
 pixel's local colour mean and *log* standard deviation at scales 1, 2 and 4 px against the
-normal training pixels (:mod:`reconad.color_stats`): averaged with SSIM + squared it gives
+normal training pixels (:mod:`reconad.score`): averaged with SSIM + squared it gives
 image / pixel AUROC / PRO brick 0.981 / 0.977 / 0.935, grass 0.975 / 0.941 / 0.864, gravel
 0.959 / 0.950 / 0.873 (SSIM + squared alone: 0.968 / 0.986 / 0.959, 0.823 / 0.847 / 0.773,
 0.849 / 0.843 / 0.758): colour shifts go to AUROC 1.0 and missing pieces to 0.84-0.93. That is
@@ -71,23 +71,23 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from reconad.config import ModelConfig
-from reconad.corruptions import corrupt
-from reconad.data.mvtec import DefectDataset, read_defect_dataset
-from reconad.data.synthetic_defects import (
+from reconad.data import (
     DEFECT_KINDS,
     TEXTURES,
     TRAIN_ROWS,
+    DefectDataset,
     add_defect,
     make_defect_dataset,
     random_patches,
+    read_defect_dataset,
     texture_image,
 )
+from reconad.evaluation import pixel_auroc, pro_score
 from reconad.files import write_json_atomic
-from reconad.localization import pixel_auroc, pro_score
 from reconad.losses import per_image_loss
-from reconad.maps import MapNormalizer, anomaly_map, gaussian_smooth, reduce_map
-from reconad.models import build_model, count_parameters
-from reconad.patches import random_crops, sliding_window
+from reconad.models import build_model, count_parameters, sliding_window
+from reconad.score import MapNormalizer, anomaly_map, gaussian_smooth, reduce_map
+from reconad.transforms import corrupt, random_crops
 
 FULL = {"n_train": 1000, "n_test_good": 500, "n_test_defect": 200}
 QUICK = {"n_train": 600, "n_test_good": 150, "n_test_defect": 60}

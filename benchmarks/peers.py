@@ -31,11 +31,10 @@ import torch
 from torch import nn
 
 from reconad.config import ThresholdConfig
-from reconad.data import load_dataset
+from reconad.data import float_batch, load_dataset
 from reconad.detector import Detector
-from reconad.images import float_batch
+from reconad.evaluation import evaluate_sets
 from reconad.scenarios import make_splits
-from reconad.thresholds import evaluate_sets
 
 from .common import Context, at, bar_plot, evaluate_detector, mean_std
 

@@ -13,7 +13,7 @@ measurement's memory never hides another's. Side by side in one run:
   largest relative difference of its scores from the plain ``reconad score``'s;
 - ``reconad run default`` (``--set train.epochs=1``): peak RSS and the time outside training;
 - images/s of a plain dense and a conv autoencoder inside the scoring loop
-  (:func:`reconad.scoring.score_images` over the memory-mapped images);
+  (:func:`reconad.score.score_images` over the memory-mapped images);
 - training streamed (``data.stream=true``, the ``.npy`` read batch by batch) vs in memory on
   the same images (corruption scenario: the ``.npy`` is unlabelled): seconds per epoch, peak
   RSS and dev AUROC.
@@ -61,7 +61,7 @@ def scale(ctx: Context) -> tuple[dict, list[dict]]:
 
 
 def _measure(ctx: Context, work: Path) -> tuple[dict, list[dict]]:
-    from reconad.data.sources import load_named
+    from reconad.data import load_named
 
     n = QUICK_N if ctx.quick else FULL_N
     n_png = QUICK_PNGS if ctx.quick else FULL_PNGS
@@ -266,8 +266,8 @@ def _forward(detector_path: str, images_path: str) -> dict:
     ``model(x)``, no score, no file (timed after a warm-up of 4 batches)."""
     import torch
 
+    from reconad.data import float_batch
     from reconad.detector import Detector
-    from reconad.images import float_batch
 
     model = Detector.load(detector_path).model_.eval()
     x = np.load(images_path, mmap_mode="r")
@@ -284,13 +284,13 @@ def _forward(detector_path: str, images_path: str) -> dict:
 
 def _loop(kind: str, images_path: str) -> dict:
     """A plain autoencoder (one member, no class head; dense from ``default``, conv from
-    ``noise-gaussian``) scored by :func:`reconad.scoring.score_images` (timed after a
+    ``noise-gaussian``) scored by :func:`reconad.score.score_images` (timed after a
     warm-up on 1,024 images)."""
     import torch
 
     from reconad.config import load_config
     from reconad.models import build_model
-    from reconad.scoring import score_images
+    from reconad.score import score_images
 
     preset = {"dense": "default", "conv": "noise-gaussian"}[kind]
     cfg = load_config(preset, ["model.members=1", "model.class_head=false",

@@ -110,7 +110,7 @@ def idx_files(draw) -> tuple[bytes, bool]:
 
 
 def _check_idx(example, work: Path) -> None:
-    from reconad.data.idx import parse_idx, read_idx
+    from reconad.data import parse_idx, read_idx
 
     content, packed = example
     path = work / ("x-idx3-ubyte.gz" if packed else "x-idx3-ubyte")
@@ -145,7 +145,7 @@ def numpy_files(draw) -> tuple[bytes, str]:
 
 
 def _check_user_file(example, work: Path) -> None:
-    from reconad.data.user import load_user
+    from reconad.data import load_user
 
     content, suffix = example
     path = work / f"input{suffix}"
@@ -159,7 +159,7 @@ def _check_user_file(example, work: Path) -> None:
 
 def _assert_images(x: np.ndarray) -> None:
     """Loaded images: (N, 1|3, H, W) in their stored dtype — uint8 (any value is a pixel) or
-    float32 in [0, 1] (see reconad.images.stored_images)."""
+    float32 in [0, 1] (see reconad.data.stored_images)."""
     assert x.dtype in (np.uint8, np.float32) and x.ndim == 4 and x.shape[1] in (1, 3), (
         x.dtype, x.shape)
     if x.dtype == np.float32:
@@ -222,7 +222,7 @@ def image_folders(draw) -> list[tuple[str, str, bytes]]:
 
 
 def _check_folder(example, work: Path) -> None:
-    from reconad.data.user import load_user
+    from reconad.data import load_user
 
     root = work / "images"
     for sub, name, content in example:

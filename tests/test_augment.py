@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reconad.augment import affine_matrices, augment_batch, random_flips, tta_views, warp
 from reconad.errors import ReconadError
+from reconad.transforms import affine_matrices, augment_batch, random_flips, tta_views, warp
 
 
 def _centre_of_mass(x: torch.Tensor) -> torch.Tensor:

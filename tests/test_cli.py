@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from tolerances import assert_close
 
-from reconad.presets import preset_names
+from reconad.config import preset_names
 
 TINY = ["--set", "data.max_train=500", "--set", "data.max_test=300", "--set", "train.epochs=1"]
 

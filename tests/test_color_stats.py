@@ -8,8 +8,8 @@ import torch
 from scipy.ndimage import gaussian_filter
 from tolerances import assert_close
 
-from reconad.color_stats import ColorStats, local_stats
 from reconad.errors import ReconadError
+from reconad.score import ColorStats, local_stats
 
 RNG = np.random.default_rng(0)
 NORMAL = RNG.uniform(0, 1, (6, 3, 12, 14))
@@ -140,8 +140,7 @@ def test_save_load_keeps_the_colour_statistics_and_refuses_edits(tmp_path):
 
     from safetensors import safe_open
 
-    from reconad.detector import Detector
-    from reconad.detector_file import write_detector_file
+    from reconad.detector import Detector, write_detector_file
 
     det = _fit({"map": "squared+color", "color_sigmas": [1.0, 3.0]})
     path = det.save(tmp_path / "d.safetensors")

@@ -11,7 +11,7 @@ from reconad.config import load_config
 from reconad.detector import Detector
 from reconad.errors import ReconadError
 from reconad.losses import per_image_loss
-from reconad.scoring import TV_FLOOR, recon_error, total_variation
+from reconad.score import TV_FLOOR, recon_error, total_variation
 
 
 def _tv_oracle(x: np.ndarray) -> np.ndarray:

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from reconad.config import Config, config_to_yaml, load_config
+from reconad.config import (
+    Config,
+    apply_overrides,
+    config_to_yaml,
+    load_config,
+    preset_description,
+    preset_names,
+)
 from reconad.errors import ReconadError
-from reconad.presets import apply_overrides, preset_description, preset_names
 
 REQUIRED_PRESETS = {"default", "holdout-4-8", "holdout-4-8-final", "one-class-0", "one-class-mnist",
                     "noise-gaussian", "contamination-1-3"}

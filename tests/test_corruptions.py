@@ -8,8 +8,8 @@ import torch
 from scipy.ndimage import gaussian_filter
 from tolerances import assert_close
 
-from reconad.corruptions import KINDS, corrupt
 from reconad.errors import ReconadError
+from reconad.transforms import KINDS, corrupt
 
 
 def _grey(n: int = 8, h: int = 16, w: int = 16) -> np.ndarray:

@@ -16,8 +16,8 @@ from tolerances import assert_close
 from reconad.config import load_config
 from reconad.detector import Detector
 from reconad.errors import ReconadError
-from reconad.patches import TiledAutoencoder
-from reconad.scoring import reconstruct
+from reconad.models import TiledAutoencoder
+from reconad.score import reconstruct
 
 RNG = np.random.default_rng(0)
 IMAGES = RNG.uniform(0, 1, (24, 1, 16, 16)).astype(np.float32)
@@ -97,7 +97,7 @@ def test_save_load_keeps_maps_and_normalizer(tmp_path):
 def test_edited_map_statistics_are_refused(tmp_path):
     from safetensors import safe_open
 
-    from reconad.detector_file import write_detector_file
+    from reconad.detector import write_detector_file
 
     path = _fit({"map": "squared", "standardize": True}).save(tmp_path / "d.safetensors")
     with safe_open(str(path), framework="pt") as handle:
@@ -137,7 +137,7 @@ def test_crop_larger_than_images_is_refused():
 @pytest.fixture(scope="module")
 def defect_run(tmp_path_factory):
     from reconad import pipeline
-    from reconad.data.synthetic_defects import make_defect_dataset
+    from reconad.data import make_defect_dataset
 
     tmp = tmp_path_factory.mktemp("defects")
     root = make_defect_dataset(tmp / "brick", "brick", n_train=30, n_test_good=6,

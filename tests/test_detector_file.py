@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from reconad.detector import Detector
-from reconad.detector_file import MAX_HEADER_BYTES, VAL_SCORES_KEY, digest
+from reconad.detector import MAX_HEADER_BYTES, VAL_SCORES_KEY, Detector, digest
 from reconad.errors import ReconadError
-from reconad.scorer import BANK_KEY
+from reconad.score import BANK_KEY
 
 
 @pytest.fixture(scope="module")

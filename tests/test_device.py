@@ -10,11 +10,11 @@ import pytest
 import torch
 from tolerances import FLOAT32, assert_close
 
-from reconad import scoring
 from reconad.config import load_config
 from reconad.detector import Detector
 from reconad.device import amp_dtype, available_devices, resolve_device, to_device
 from reconad.errors import ReconadError
+from reconad.score import _passes as scoring
 
 
 @pytest.fixture
@@ -100,10 +100,10 @@ def test_detector_on_an_unavailable_device_fails_before_training(no_accelerator,
 
 
 def test_pass_size_is_bounded_by_image_values():
-    assert scoring.pass_size((1, 28, 28)) == scoring.CHUNK
-    assert scoring.pass_size((3, 128, 128)) == 85
-    assert scoring.pass_size((3, 512, 512)) == 5
-    assert scoring.pass_size((3, 4096, 4096)) == 1
+    assert scoring.images_per_pass((1, 28, 28)) == scoring.CHUNK
+    assert scoring.images_per_pass((3, 128, 128)) == 85
+    assert scoring.images_per_pass((3, 512, 512)) == 5
+    assert scoring.images_per_pass((3, 4096, 4096)) == 1
 
 
 def test_large_image_scores_do_not_depend_on_the_batch(monkeypatch):
@@ -163,7 +163,7 @@ def test_the_mixed_precision_training_path_runs(tiny_images, monkeypatch):
     """The autocast path (CUDA only in use) exercised on the CPU with bfloat16: losses stay
     float32 and finite, training still learns, and the numbers differ from float32 (so
     autocast was on)."""
-    import reconad.train
+    import reconad.train._loop
 
     x, y = tiny_images
 
@@ -173,7 +173,7 @@ def test_the_mixed_precision_training_path_runs(tiny_images, monkeypatch):
                         train={"epochs": 3, "batch_size": 32, "lr": 3e-3}).fit(x[y < 2][:160])
 
     full = [r["train_loss"] for r in fit().history_.rows]
-    monkeypatch.setattr(reconad.train, "amp_dtype", lambda amp, device: torch.bfloat16)
+    monkeypatch.setattr(reconad.train._loop, "amp_dtype", lambda amp, device: torch.bfloat16)
     half = [r["train_loss"] for r in fit().history_.rows]
     assert np.isfinite(half).all() and half[-1] < half[0]
     assert half != full

@@ -11,7 +11,7 @@ import pytest
 
 import reconad.pipeline as pipeline
 from reconad.config import load_config
-from reconad.thresholds import METHODS
+from reconad.evaluation import METHODS
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "src" / "reconad"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from reconad.data.download import MirrorsUnreachable, download, file_md5s
+from reconad.data import MirrorsUnreachable, download, file_md5s
 from reconad.errors import ReconadError
 
 LABELS = "t10k-labels-idx1-ubyte.gz"

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from reconad.config import ThresholdConfig
-from reconad.metrics import evaluate_set
-from reconad.splits import EvalSet, Splits
-from reconad.thresholds import compute_thresholds, evaluate_sets
+from reconad.evaluation import compute_thresholds, evaluate_set, evaluate_sets
+from reconad.scenarios import EvalSet, Splits
 
 
 def _set(normal: int, anomalous: int) -> EvalSet:

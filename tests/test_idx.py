@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reconad.data.idx import parse_idx, read_idx
+from reconad.data import parse_idx, read_idx
 from reconad.errors import ReconadError
 
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

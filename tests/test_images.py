@@ -1,4 +1,4 @@
-"""The one image rule (reconad.images.as_images) and that the detector and loaders share it."""
+"""The one image rule (reconad.data.as_images) and that the detector and loaders share it."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from reconad.data.user import load_images
+from reconad.data import as_images, load_images
 from reconad.detector import Detector
 from reconad.errors import ReconadError
-from reconad.images import as_images
 
 
 def grey_levels(shape=(3, 2, 4, 5), seed=0) -> np.ndarray:

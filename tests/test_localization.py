@@ -8,13 +8,7 @@ from scipy.ndimage import label
 from sklearn.metrics import roc_auc_score
 
 from reconad.errors import ReconadError
-from reconad.localization import (
-    area_under,
-    localization_metrics,
-    pixel_auroc,
-    pro_curve,
-    pro_score,
-)
+from reconad.evaluation import area_under, localization_metrics, pixel_auroc, pro_curve, pro_score
 
 
 def _brute_force_pro(maps, masks, max_fpr=0.3):

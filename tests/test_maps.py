@@ -10,7 +10,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from reconad.errors import ReconadError
-from reconad.maps import MapNormalizer, anomaly_map, gaussian_smooth, reduce_map
+from reconad.score import MapNormalizer, anomaly_map, gaussian_smooth, reduce_map
 
 
 def _pair(seed: int = 0, shape=(3, 3, 20, 24)) -> tuple[torch.Tensor, torch.Tensor]:

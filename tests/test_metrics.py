@@ -9,7 +9,7 @@ import pytest
 from tolerances import approx
 
 from reconad.errors import ReconadError
-from reconad.metrics import evaluate_set, group_stats
+from reconad.evaluation import evaluate_set, group_stats
 
 SCORES = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], dtype=np.float32)
 Y = np.array([False, False, False, True, False, True, True, True])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reconad.data.mvtec import read_defect_dataset
+from reconad.data import read_defect_dataset
 from reconad.errors import ReconadError
 
 H, W = 8, 10

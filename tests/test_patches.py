@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from reconad.errors import ReconadError
-from reconad.patches import coverage, random_crops, sliding_window, tile_starts
+from reconad.models import coverage, sliding_window, tile_starts
+from reconad.transforms import random_crops
 
 
 def _images(b=2, c=3, h=37, w=50, seed=0) -> torch.Tensor:

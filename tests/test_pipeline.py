@@ -12,11 +12,10 @@ from sklearn.metrics import roc_auc_score
 from tolerances import assert_close
 
 import reconad.pipeline as pipeline
-from reconad.config import load_config
-from reconad.data.idx import read_idx
+from reconad.config import load_config, preset_names
+from reconad.data import read_idx
 from reconad.detector import Detector
 from reconad.errors import ReconadError
-from reconad.presets import preset_names
 
 TINY = ["data.max_train=600", "data.max_test=400", "train.epochs=2"]
 THRESHOLD_KEYS = {"value", "tp", "fp", "tn", "fn", "tpr", "fpr", "precision", "recall", "f1",
@@ -178,7 +177,7 @@ def test_score_sets_scores_each_distinct_image_once():
     """dev and eval share their normal images: score_sets scores them once and gives every
     set the scores a separate scoring would."""
     from reconad.pipeline import score_sets
-    from reconad.splits import EvalSet
+    from reconad.scenarios import EvalSet
 
     rng = np.random.default_rng(0)
     pictures = {f"test:{i}": rng.random((1, 4, 4)) for i in range(12)}

@@ -12,10 +12,10 @@ import pytest
 from conftest import require_tool
 from scoring_fixtures import SIDE, image_folder, train_tiny_detector
 
-from reconad.bulk_score import COLUMNS, score_collection
+from reconad.data import open_collection
 from reconad.detector import Detector
+from reconad.engines import COLUMNS, score_collection
 from reconad.errors import ReconadError
-from reconad.streaming import open_collection
 
 # Nothing may reach the network: no usage stats, no uv runtime env, no dashboard.
 QUIET_RAY = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
@@ -43,7 +43,7 @@ def read_rows(path):
 def test_ray_scores_a_folder_like_the_single_process_engine(local_ray, tmp_path):
     import pyarrow.parquet as pq
 
-    from reconad.ray_scoring import score_on_ray
+    from reconad.engines import score_on_ray
 
     det_path = train_tiny_detector(tmp_path)
     det = Detector.load(det_path)
@@ -77,7 +77,7 @@ def test_ray_scores_a_folder_like_the_single_process_engine(local_ray, tmp_path)
 
 
 def test_engine_ray_without_ray_names_the_extra(monkeypatch):
-    from reconad import ray_scoring
+    from reconad.engines import _ray as ray_scoring
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(ReconadError, match=r'pip install "reconad\[ray\]"'):
@@ -94,7 +94,7 @@ def test_actors_choose_the_device_from_the_cluster_not_the_driver(device, cluste
                                                                   pool):
     require_tool(importlib.util.find_spec("ray") is not None,
                  'ray is not installed (pip install "reconad[ray]")')
-    from reconad.ray_scoring import actor_resources
+    from reconad.engines import actor_resources
 
     got = actor_resources(device, 3, None, cluster_gpus)
     assert got["num_gpus"] == gpus

@@ -7,7 +7,7 @@ import zlib
 import numpy as np
 import pytest
 
-from reconad.sampling import stratified_sample
+from reconad.data import stratified_sample
 
 TRAIN_COUNTS = np.array([5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])
 LABELS = np.repeat(np.arange(10), TRAIN_COUNTS)  # MNIST's training class sizes

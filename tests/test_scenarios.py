@@ -12,8 +12,7 @@ import pytest
 from reconad.config import ScenarioConfig
 from reconad.data import Dataset
 from reconad.errors import ReconadError
-from reconad.scenarios import make_splits
-from reconad.splits import EvalSet, Splits
+from reconad.scenarios import EvalSet, Splits, make_splits
 
 
 def _toy(train_sizes=(200, 150, 120, 90), test_sizes=(60, 50, 40, 30), labelled=True):

@@ -8,13 +8,12 @@ import torch
 from sklearn.metrics import roc_auc_score
 from tolerances import assert_close
 
-from reconad.augment import tta_views
 from reconad.config import ModelConfig, ScoreConfig, load_config
 from reconad.detector import Detector
 from reconad.errors import ReconadError
 from reconad.models import build_model
-from reconad.scorer import BANK_KEY, Scorer
-from reconad.scoring import KNN_SHORTLIST, Calibration, latent_codes, score_images
+from reconad.score import BANK_KEY, KNN_SHORTLIST, Calibration, Scorer, latent_codes, score_images
+from reconad.transforms import tta_views
 
 TRAIN = {"epochs": 8, "batch_size": 32, "lr": 3e-3}
 MODEL = {"kind": "dense", "hidden": [64], "latent": 6, "class_head": True}
@@ -156,7 +155,7 @@ def _knn_oracle(codes: np.ndarray, bank: np.ndarray, k: int) -> np.ndarray:
 
 @pytest.mark.parametrize("k", [1, 3, 40])
 def test_knn_distance_matches_a_float64_brute_force_oracle(monkeypatch, k):
-    import reconad.scoring as scoring
+    import reconad.score._knn as scoring
 
     # Small blocks so that queries and bank are both split into several (memory bound).
     monkeypatch.setattr(scoring, "KNN_QUERIES", 16)
@@ -178,7 +177,7 @@ def test_knn_distance_matches_a_float64_brute_force_oracle(monkeypatch, k):
 @pytest.mark.parametrize(("width", "n", "group"), [(1000, 13, 32), (999, 5, 7), (64, 3, 32),
                                                    (50, 13, 4)])
 def test_smallest_finds_what_topk_finds(width, n, group):
-    from reconad.scoring import smallest
+    from reconad.score import smallest
 
     rng = np.random.default_rng(width)
     values = torch.from_numpy(rng.normal(size=(40, width)).astype(np.float32))
@@ -192,7 +191,7 @@ def test_smallest_finds_what_topk_finds(width, n, group):
 
 
 def test_knn_distance_with_k_above_the_bank_size_uses_the_whole_bank():
-    from reconad.scoring import knn_distance
+    from reconad.score import knn_distance
 
     rng = np.random.default_rng(0)
     bank, codes = rng.normal(size=(4, 3)), rng.normal(size=(5, 3))
@@ -202,7 +201,7 @@ def test_knn_distance_with_k_above_the_bank_size_uses_the_whole_bank():
 
 def test_scorer_rules_live_in_one_place(fitted):
     from reconad.config import ScoreConfig
-    from reconad.scorer import Scorer
+    from reconad.score import Scorer
 
     header = fitted.scorer_.to_header()
     assert header["calibration"]["mean"] == fitted.scorer_.calibration.mean

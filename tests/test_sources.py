@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reconad.data import sources
-from reconad.data.sources import SOURCES, ensure_files, find_files, load_named, search_dirs
+from reconad.data import SOURCES, ensure_files, find_files, load_named, search_dirs
+from reconad.data._sources import get_source
 from reconad.errors import ReconadError
 
 NAMES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
@@ -154,7 +154,7 @@ def test_locally_altered_file_fails_content_md5(tmp_path, mnist_dir):
 def test_unknown_name():
     with pytest.raises(ReconadError, match=r"unknown dataset 'emnist'; use one of mnist, "
                                            r"fashion-mnist, kmnist"):
-        sources.get_source("emnist")
+        get_source("emnist")
 
 
 def test_checksum_table(mnist_dir):

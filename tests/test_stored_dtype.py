@@ -7,12 +7,11 @@ import pytest
 from tolerances import assert_close
 
 from reconad.config import ModelConfig, ScenarioConfig
-from reconad.data import Dataset
+from reconad.data import Dataset, as_images, float_batch, stored_images
 from reconad.detector import Detector
-from reconad.images import as_images, float_batch, stored_images
 from reconad.models import build_model
 from reconad.scenarios import make_splits
-from reconad.scoring import error_maps, reconstruct, score_images
+from reconad.score import error_maps, reconstruct, score_images
 
 TINY_TRAIN = {"epochs": 2, "batch_size": 32, "lr": 3e-3, "threads": 1}
 

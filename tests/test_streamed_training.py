@@ -8,13 +8,11 @@ import torch
 from PIL import Image
 from tolerances import assert_close
 
-import reconad.data.streamed as streamed
+import reconad.data._streamed as streamed
 import reconad.pipeline as pipeline
 from reconad.config import DataConfig, LossConfig, ModelConfig, TrainConfig, load_config
-from reconad.data import load_dataset
-from reconad.data.idx import read_idx
+from reconad.data import ImageRows, load_dataset, read_idx
 from reconad.errors import ReconadError
-from reconad.imagerows import ImageRows
 from reconad.models import build_model
 from reconad.train import fit_model
 

@@ -14,15 +14,13 @@ from conftest import require_tool
 from PIL import Image
 from scoring_fixtures import SIDE, image_folder, train_tiny_detector
 
-from reconad.bulk_score import Extremes, score_collection
 from reconad.config import ScenarioConfig
-from reconad.data import Dataset
-from reconad.data.user import load_images
+from reconad.data import Dataset, iter_batches, load_images, open_collection
 from reconad.detector import Detector
+from reconad.engines import Extremes, score_collection
 from reconad.errors import ReconadError
 from reconad.report import select_extremes
 from reconad.scenarios import make_splits, resolve_class_names
-from reconad.streaming import iter_batches, open_collection
 
 
 @pytest.fixture(scope="module")
@@ -132,9 +130,9 @@ def peak_rss_script(detector_path, images_path, out_path) -> str:
     """
     return textwrap.dedent(f"""
         import resource, sys
-        import reconad.streaming
+        import reconad.data._collections
         from reconad.cli import main
-        reconad.streaming.RELEASE_BYTES = 2**20  # small files here: give pages back often
+        reconad.data._collections.RELEASE_BYTES = 2**20  # small files here: give pages back often
         sys.argv = ["reconad", "score", {str(detector_path)!r}, {str(images_path)!r},
                     "--out", {str(out_path)!r}, "--batch-size", "512"]
         try:

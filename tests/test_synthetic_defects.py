@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from reconad.data.mvtec import read_defect_dataset
-from reconad.data.synthetic_defects import (
+from reconad.data import (
     DEFECT_KINDS,
     add_defect,
     make_defect_dataset,
     random_patches,
+    read_defect_dataset,
     texture_image,
 )
 from reconad.errors import ReconadError

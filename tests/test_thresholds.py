@@ -7,7 +7,7 @@ import pytest
 
 from reconad.config import ThresholdConfig
 from reconad.errors import ReconadError
-from reconad.thresholds import METHODS, compute_thresholds
+from reconad.evaluation import METHODS, compute_thresholds
 
 CFG = ThresholdConfig(quantile=0.9, target_fpr=0.2, target_recall=0.8, value=0.5)
 

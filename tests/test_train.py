@@ -9,7 +9,7 @@ import pytest
 import torch
 from tolerances import approx, assert_close
 
-import reconad.train as train_module
+import reconad.train._loop as train_module
 from reconad.config import LossConfig, ModelConfig, TrainConfig
 from reconad.errors import ReconadError
 from reconad.losses import loss_from_config

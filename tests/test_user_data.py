@@ -8,10 +8,8 @@ from PIL import Image
 from tolerances import assert_close
 
 from reconad.config import DataConfig
-from reconad.data import load_dataset, split_indices
-from reconad.data.user import load_images, load_user, prepare
+from reconad.data import float_batch, load_dataset, load_images, load_user, prepare, split_indices
 from reconad.errors import ReconadError
-from reconad.images import float_batch
 
 TRAIN_COUNTS = np.array([5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])
 

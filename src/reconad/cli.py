@@ -109,8 +109,8 @@ def score_command(
     """
     import os
 
+    from reconad.data import open_collection
     from reconad.detector import Detector
-    from reconad.streaming import open_collection
 
     if engine not in ("local", "ray"):
         raise ReconadError(f"unknown --engine {engine!r}; use local or ray")
@@ -133,14 +133,14 @@ def score_command(
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
     title = f"{Path(input).name}: highest and lowest scores"
     if engine == "ray":
-        from reconad.ray_scoring import score_on_ray
+        from reconad.engines import score_on_ray
 
         summary = score_on_ray(detector, collection, out, batch_size=batch_size,
                                workers=max(workers, 1), address=address, skip_bad=skip_bad,
                                gallery=gallery, gallery_k=gallery_k, title=title,
                                device=device)
     else:
-        from reconad.bulk_score import score_collection
+        from reconad.engines import score_collection
 
         summary = score_collection(det, collection, out, batch_size=batch_size, workers=workers,
                                    skip_bad=skip_bad, gallery=gallery, gallery_k=gallery_k,
@@ -183,7 +183,7 @@ def compare_command(
 @app.command("presets")
 def presets_command() -> None:
     """List the presets, one line each."""
-    from reconad.presets import preset_description, preset_names
+    from reconad.config import preset_description, preset_names
 
     _list(preset_names(), preset_description)
 

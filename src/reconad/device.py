@@ -12,6 +12,7 @@ memory and without blocking when the device is a GPU, so the copy overlaps the G
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from typing import Any
 
@@ -108,3 +109,9 @@ def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.Gr
     """A loss scaler, enabled only for float16 (bfloat16 and float32 need none)."""
     return torch.amp.GradScaler(device.type if device.type == "cuda" else "cpu",
                                 enabled=dtype == torch.float16)
+
+
+def pass_size(image_shape: tuple[int, ...], images: int, values: int) -> int:
+    """Images per forward pass for images of ``image_shape`` (C, H, W): ``images``, fewer for
+    large images so that a pass holds at most ``values`` input values; at least 1."""
+    return max(1, min(images, values // max(1, math.prod(image_shape))))

@@ -146,19 +146,7 @@ def per_image_loss(
         ssim_window: SSIM window side (odd).
         ssim_sigma: SSIM Gaussian sigma.
     """
-    _check_kind(kind, LOSS_KINDS)
-    _check_pair(x_hat, x)
-    dims = (1, 2, 3)
-    if kind == "mse":
-        return (x_hat - x).square().mean(dim=dims)
-    if kind == "l1":
-        return (x_hat - x).abs().mean(dim=dims)
-    if kind == "bce":
-        return _bce(x_hat, x).mean(dim=dims)
-    dissim = 1 - ssim(x_hat, x, ssim_window, ssim_sigma)
-    if kind == "ssim":
-        return dissim
-    return (1 - ssim_weight) * (x_hat - x).square().mean(dim=dims) + ssim_weight * dissim
+    return _loss(kind, x_hat, x, (1, 2, 3), ssim_weight, ssim_window, ssim_sigma)
 
 
 def robust_batch_loss(per_image: torch.Tensor, robust: str = "none") -> torch.Tensor:
@@ -203,18 +191,32 @@ def error_map(
     ``mse``: squared error; ``l1``: absolute error; ``bce``: binary cross-entropy; ``ssim``:
     1 - the full SSIM map (border mirrored); ``mix``: the weighted sum of the mse and ssim maps.
     """
+    return _loss(kind, x_hat, x, 1, ssim_weight, ssim_window, ssim_sigma)
+
+
+# What each pixel of each channel contributes, for the kinds that are pixel-wise.
+_PIXELWISE = {
+    "mse": lambda x_hat, x: (x_hat - x).square(),
+    "l1": lambda x_hat, x: (x_hat - x).abs(),
+    "bce": lambda x_hat, x: _bce(x_hat, x),
+}
+
+
+def _loss(kind: str, x_hat: torch.Tensor, x: torch.Tensor, dims: int | tuple[int, ...],
+          ssim_weight: float, ssim_window: int, ssim_sigma: float) -> torch.Tensor:
+    """The one dispatch of the loss kinds: the mean over ``dims`` (``(1, 2, 3)``: one value
+    per image, SSIM over its valid region; ``1``: a map per image, the full SSIM map)."""
     _check_kind(kind, LOSS_KINDS)
     _check_pair(x_hat, x)
-    if kind == "mse":
-        return (x_hat - x).square().mean(dim=1)
-    if kind == "l1":
-        return (x_hat - x).abs().mean(dim=1)
-    if kind == "bce":
-        return _bce(x_hat, x).mean(dim=1)
-    dissim = 1 - ssim_map(x_hat, x, ssim_window, ssim_sigma, full=True).mean(dim=1)
+    if kind in _PIXELWISE:
+        return _PIXELWISE[kind](x_hat, x).mean(dim=dims)
+    if dims == 1:
+        dissim = 1 - ssim_map(x_hat, x, ssim_window, ssim_sigma, full=True).mean(dim=1)
+    else:
+        dissim = 1 - ssim(x_hat, x, ssim_window, ssim_sigma)
     if kind == "ssim":
         return dissim
-    return (1 - ssim_weight) * (x_hat - x).square().mean(dim=1) + ssim_weight * dissim
+    return (1 - ssim_weight) * _PIXELWISE["mse"](x_hat, x).mean(dim=dims) + ssim_weight * dissim
 
 
 def _bce(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

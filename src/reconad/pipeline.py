@@ -21,9 +21,10 @@ from rich.console import Console
 
 from reconad import __version__
 from reconad.config import Config, config_to_yaml
-from reconad.data import load_dataset
+from reconad.data import float_batch, load_dataset
 from reconad.detector import Detector
 from reconad.errors import ReconadError
+from reconad.evaluation import evaluate_sets, group_stats, localization_metrics
 from reconad.files import (
     atomic_directory,
     check_writable,
@@ -31,13 +32,9 @@ from reconad.files import (
     write_json_atomic,
     write_text_atomic,
 )
-from reconad.images import float_batch
-from reconad.localization import localization_metrics
-from reconad.metrics import group_stats
+from reconad.report import write_report
 from reconad.rundir import write_history, write_scores
-from reconad.scenarios import make_splits
-from reconad.splits import EvalSet, Splits
-from reconad.thresholds import evaluate_sets
+from reconad.scenarios import EvalSet, Splits, make_splits
 
 SAMPLES_PER_GROUP = 8
 GALLERY_SIZE = 16
@@ -251,8 +248,6 @@ def _write_run(tmp: Path, config: Config, detector: Detector, splits: Splits,
     write_json_atomic(tmp / "metrics.json", metrics)
     if not report:
         return
-    from reconad.report import write_report  # lazy: plotting stays out of `import reconad`
-
     write_report(tmp)
 
 

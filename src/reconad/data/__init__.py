@@ -1,185 +1,88 @@
-"""Loading images: named IDX datasets and the user's own files, as one :class:`Dataset`."""
+"""Images in: named IDX datasets, defect-dataset folders and the user's own files, as one
+:class:`Dataset`; image collections read batch by batch; the one rule for what counts as
+images and the one home of fitting them to a size.
 
-from __future__ import annotations
+Modules, from the floor up: ``_images`` (what counts as images, stored dtype, float batches),
+``_sampling`` (the seeded stratified sample), ``_prepare`` (grey conversion, resizing, fitting
+an image to a detector's shape), ``_folders`` / ``_idx`` / ``_download`` (files), ``_dataset``
+(the :class:`Dataset` record), ``_sources`` (mnist, fashion-mnist, kmnist), ``_user`` (the
+user's npz/npy/CSV/folders), ``_mvtec`` (defect datasets with masks), ``_collections`` (inputs
+read batch by batch, with stable ids), ``_rows`` (images left on disk, selected by row),
+``_streamed`` (``data.stream``), ``_load`` (:func:`load_dataset`), ``_synthetic_defects``
+(the generated texture-defect benchmark).
+"""
 
-from dataclasses import dataclass
-from pathlib import Path
+from reconad.data._collections import (
+    DEFAULT_BATCH,
+    ArrayCollection,
+    Batch,
+    Collection,
+    FileCollection,
+    ParquetCollection,
+    iter_batches,
+    load_ahead,
+    open_collection,
+)
+from reconad.data._dataset import Dataset
+from reconad.data._download import MirrorsUnreachable, download, file_md5s
+from reconad.data._folders import FORMATS, IMAGE_SUFFIXES, list_image_folder, read_image
+from reconad.data._idx import is_gzip, parse_idx, read_idx, read_idx_bytes
+from reconad.data._images import as_images, float_batch, stored_images
+from reconad.data._load import load_dataset, split_indices
+from reconad.data._mvtec import (
+    NORMAL_KIND,
+    DefectDataset,
+    is_defect_layout,
+    read_defect_dataset,
+)
+from reconad.data._prepare import (
+    LUMA,
+    fit_channels,
+    fit_folder_images,
+    fit_image,
+    prepare,
+    prepare_changes,
+)
+from reconad.data._rows import ImageRows, decoded_bytes, memory_budget
+from reconad.data._sampling import stratified_sample
+from reconad.data._sources import (
+    SOURCES,
+    ensure_files,
+    find_files,
+    load_named,
+    search_dirs,
+)
+from reconad.data._streamed import open_streamed, should_stream
+from reconad.data._synthetic_defects import (
+    DEFECT_KINDS,
+    TEXTURES,
+    TRAIN_ROWS,
+    add_defect,
+    make_defect_dataset,
+    random_patches,
+    texture_image,
+)
+from reconad.data._user import (
+    UserImages,
+    encode_labels,
+    load_images,
+    load_user,
+    names_to_indices,
+    read_raw_arrays,
+    to_nchw,
+)
 
-import numpy as np
-
-from reconad.config import DataConfig
-from reconad.errors import ReconadError
-from reconad.sampling import stratified_sample
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Images ``(N, C, H, W)`` in their stored dtype (uint8 grey levels, or float32 in [0, 1]),
-    or :class:`reconad.imagerows.ImageRows` left on disk (``data.stream``); labels int64
-    ``(N,)`` or None. A batch becomes float32 in [0, 1] by :func:`reconad.images.float_batch`."""
-
-    name: str
-    train_x: np.ndarray
-    train_y: np.ndarray | None
-    test_x: np.ndarray
-    test_y: np.ndarray | None
-    train_index: np.ndarray | None = None
-    """Position of each training image in its source (after subsetting), for stable ids."""
-    test_index: np.ndarray | None = None
-    class_names: tuple[str, ...] | None = None
-    """Name of each label value (folder names, text labels, a named dataset's classes), so a
-    config may select classes by name; None when the labels are plain numbers."""
-    masks: np.ndarray | None = None
-    """bool ``(N_test, H, W)`` defect masks of the test images (True = defect pixel; all False
-    for normal images) when the source has them (a defect dataset folder), else None."""
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of every image."""
-        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
-
-
-def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
-    """Load the configured data as train and test images, subsampled as asked.
-
-    A named source (``mnist``, ``fashion-mnist``, ``kmnist``) keeps its canonical split. A
-    user path gets its test images from ``cfg.test_source``, else from ``x_test`` in its
-    ``.npz``, else from a seeded split by ``cfg.test_fraction`` (stratified when labelled).
-    ``cfg.max_train``/``cfg.max_test`` then take seeded stratified subsets that keep the
-    class proportions and the original order.
-
-    Args:
-        cfg: the ``data`` section of the config.
-        seed: the run's seed; the same seed gives the same images.
-
-    With ``cfg.stream`` (``true``, or ``auto`` for images that would not fit) a ``.npy`` or a
-    folder is not read: the dataset's images are :class:`reconad.imagerows.ImageRows`, read
-    batch by batch when training and scoring ask for them.
-
-    Returns:
-        The dataset, images ``(N, C, H, W)`` in their stored dtype (see :class:`Dataset`).
-
-    Raises:
-        ReconadError: unknown source, unreadable data, train and test of different shapes.
-
-    >>> ds = load_dataset(DataConfig(source="mnist", max_train=600, max_test=100), seed=0)
-    ... # doctest: +SKIP
-    """
-    from reconad.data.mvtec import is_defect_layout
-    from reconad.data.sources import SOURCES, load_named
-    from reconad.data.streamed import open_streamed, should_stream
-    from reconad.data.user import UserImages, load_user, prepare
-
-    masks = None
-    if cfg.source.lower() not in SOURCES and is_defect_layout(cfg.source):
-        if cfg.test_source is not None:
-            raise ReconadError(f"data.source {cfg.source} is a defect dataset with its own test "
-                               "images; remove data.test_source")
-        name, train_x, train_y, test_x, test_y, masks, class_names = _load_defects(cfg, seed)
-    elif cfg.source.lower() in SOURCES:
-        should_stream(cfg, None)  # data.stream=true is an error here
-        if cfg.test_source is not None:
-            raise ReconadError(
-                f"data.test_source is for your own data; {cfg.source} has its own test set: "
-                "remove data.test_source"
-            )
-        named = load_named(cfg.source, cfg.data_dir, cfg.download)
-        train_x, train_y = prepare(named.train_x, cfg.resize, cfg.grayscale), named.train_y
-        test_x, test_y = prepare(named.test_x, cfg.resize, cfg.grayscale), named.test_y
-        name = named.name
-        class_names = SOURCES[cfg.source.lower()].classes
-    else:
-        path = Path(cfg.source).expanduser()
-        if not path.exists():
-            raise ReconadError(
-                f"data.source {cfg.source!r} is neither a named dataset ({', '.join(SOURCES)}) "
-                "nor an existing file or folder; check the spelling or the path"
-            )
-        options = {"resize": cfg.resize, "grayscale": cfg.grayscale,
-                   "label_column": cfg.label_column}
-        stream = should_stream(cfg, path)
-
-        def read(where: str | Path, classes: tuple[str, ...] | None = None):
-            if stream:  # left on disk: ImageRows, read batch by batch
-                return UserImages(*open_streamed(Path(where).expanduser(), cfg, classes))
-            return load_user(where, classes=classes, **options)
-
-        user = read(path)
-        name = path.stem or str(path)
-        class_names = user.class_names
-        if cfg.test_source is not None:
-            test = read(cfg.test_source, user.class_names)
-            train_x, train_y, test_x, test_y = user.x, user.y, test.x, test.y
-            class_names = test.class_names or class_names  # the training names come first
-        elif user.x_test is not None:
-            train_x, train_y, test_x, test_y = user.x, user.y, user.x_test, user.y_test
-        else:
-            train_idx, test_idx = split_indices(user.y, len(user.x), cfg.test_fraction, seed)
-            train_x, test_x = user.x[train_idx], user.x[test_idx]
-            train_y = None if user.y is None else user.y[train_idx]
-            test_y = None if user.y is None else user.y[test_idx]
-        if train_x.shape[1:] != test_x.shape[1:]:
-            raise ReconadError(
-                f"training images are {_shape(train_x)} but test images are {_shape(test_x)} "
-                "(CxHxW); set data.resize and/or data.grayscale so they match"
-            )
-    train_index, test_index = np.arange(len(train_x)), np.arange(len(test_x))
-    if cfg.max_train is not None and cfg.max_train < len(train_x):
-        keep = stratified_sample(len(train_x), train_y, cfg.max_train, seed=[seed, 1])
-        train_x, train_y = train_x[keep], None if train_y is None else train_y[keep]
-        train_index = keep
-    if cfg.max_test is not None and cfg.max_test < len(test_x):
-        keep = stratified_sample(len(test_x), test_y, cfg.max_test, seed=[seed, 2])
-        test_x, test_y = test_x[keep], None if test_y is None else test_y[keep]
-        masks = None if masks is None else masks[keep]
-        test_index = keep
-    return Dataset(name, train_x, train_y, test_x, test_y, train_index, test_index,
-                   class_names, masks)
-
-
-def _load_defects(cfg: DataConfig, seed: int) -> tuple:
-    """(name, train_x, train_y, test_x, test_y, test masks, class names) of a defect dataset
-    folder (:mod:`reconad.data.mvtec`). Class 0 is ``good``, then the defect kinds, sorted.
-    The MVTec AD layout keeps its own split; the plain layout's good images are split by
-    ``cfg.test_fraction`` and every defective image is a test image."""
-    from reconad.data.mvtec import NORMAL_KIND, read_defect_dataset
-
-    data = read_defect_dataset(cfg.source, cfg.resize, cfg.grayscale)
-    class_names = (NORMAL_KIND, *sorted(set(data.kinds.tolist()) - {NORMAL_KIND}))
-    labels = np.array([class_names.index(k) for k in data.kinds.tolist()], dtype=np.int64)
-    train = data.train.copy()
-    if not train.any():  # plain layout: hold out test_fraction of the good images
-        good = np.flatnonzero(labels == 0)
-        if len(good) < 2:
-            raise ReconadError(f"{cfg.source} has {len(good)} good image(s); a defect dataset "
-                               "needs good images to train on")
-        kept, _ = split_indices(None, len(good), cfg.test_fraction, seed)
-        train[good[kept]] = True
-    x = data.float_images()
-    name = Path(cfg.source).expanduser().resolve().name
-    return (name, x[train], labels[train], x[~train], labels[~train], data.masks[~train],
-            class_names)
-
-
-def split_indices(
-    labels: np.ndarray | None, n_total: int, test_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded train/test split, stratified when labelled; both index arrays sorted.
-
-    Returns:
-        ``(train indices, test indices)``; the test part has ``round(n_total * test_fraction)``
-        items, at least 1, and the train part at least 1.
-    """
-    if n_total < 2:
-        raise ReconadError(
-            f"cannot split {n_total} image(s) into train and test; give more images or "
-            "data.test_source"
-        )
-    n_test = min(max(round(n_total * test_fraction), 1), n_total - 1)
-    test = stratified_sample(n_total, labels, n_test, seed=[seed, 0])
-    train = np.setdiff1d(np.arange(n_total), test)
-    return train.astype(np.int64), test
-
-
-def _shape(images: np.ndarray) -> str:
-    return "x".join(str(s) for s in images.shape[1:])
+__all__ = [
+    "DEFAULT_BATCH", "DEFECT_KINDS", "FORMATS", "IMAGE_SUFFIXES", "LUMA", "NORMAL_KIND",
+    "SOURCES", "TEXTURES", "TRAIN_ROWS", "ArrayCollection", "Batch", "Collection", "Dataset",
+    "DefectDataset", "FileCollection", "ImageRows", "MirrorsUnreachable", "ParquetCollection",
+    "UserImages", "add_defect", "as_images", "decoded_bytes", "download", "encode_labels",
+    "ensure_files", "file_md5s", "find_files", "fit_channels", "fit_folder_images",
+    "fit_image", "float_batch", "is_defect_layout", "is_gzip", "iter_batches",
+    "list_image_folder", "load_ahead", "load_dataset", "load_images", "load_named",
+    "load_user", "make_defect_dataset", "memory_budget", "names_to_indices", "open_collection",
+    "open_streamed", "parse_idx", "prepare", "prepare_changes", "random_patches",
+    "read_defect_dataset", "read_idx", "read_idx_bytes", "read_image", "read_raw_arrays",
+    "search_dirs", "should_stream", "split_indices", "stored_images", "stratified_sample",
+    "texture_image", "to_nchw",
+]

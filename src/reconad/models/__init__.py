@@ -3,8 +3,9 @@
 Every model maps images ``(B, C, H, W)`` in [0, 1] to reconstructions of the same shape in
 [0, 1] (sigmoid output) and follows the :class:`Autoencoder` contract: ``encode(x) -> z``,
 ``decode(z) -> x_hat``, ``member_reconstructions(z)`` and ``class_logits(z)`` (an ensemble is
-one more autoencoder, a single model an ensemble of one). No training or scoring code lives
-here.
+one more autoencoder, a single model an ensemble of one). A model trained on crops scores
+images of any size through :class:`TiledAutoencoder` (``_tiled``: overlapping tiles,
+:func:`sliding_window`). No training or scoring code lives here.
 
 >>> from reconad.config import ModelConfig
 >>> model = build_model(ModelConfig(hidden=[64], latent=8), (1, 28, 28))
@@ -21,12 +22,14 @@ from torch import nn
 from reconad.config import ModelConfig
 from reconad.errors import ReconadError
 from reconad.models._base import Autoencoder
+from reconad.models._tiled import TiledAutoencoder, coverage, sliding_window, tile_starts
 from reconad.models.conv import ConvAutoencoder
 from reconad.models.dense import DenseAutoencoder
 from reconad.models.ensemble import EnsembleAutoencoder
 
 __all__ = ["Autoencoder", "ConvAutoencoder", "DenseAutoencoder", "EnsembleAutoencoder",
-           "build_model", "count_parameters"]
+           "TiledAutoencoder", "build_model", "count_parameters", "coverage", "sliding_window",
+           "tile_starts"]
 
 
 def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int],

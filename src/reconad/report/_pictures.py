@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from reconad.errors import ReconadError
 from reconad.report._style import ANOMALY_COLOR, NORMAL_COLOR, figure, fmt, message
 
 
@@ -198,8 +199,6 @@ def gallery(
     Raises:
         ReconadError: images and scores do not match, or k < 1.
     """
-    from reconad.errors import ReconadError
-
     images = np.asarray(images)
     scores = np.asarray(scores, dtype=float).ravel()
     if images.ndim != 4 or images.shape[0] != scores.shape[0]:

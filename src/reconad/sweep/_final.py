@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from reconad import pipeline
 from reconad.config import Config, config_to_yaml
 from reconad.files import write_text_atomic
 from reconad.sweep._results import (
@@ -122,9 +123,7 @@ def _reevaluate(best: dict, config: Config, ctx: SweepContext, console: Console)
                       "if none is)")
         return None
     try:
-        run_fn = ctx.run_fn
-        if run_fn is None:
-            from reconad.pipeline import run as run_fn
+        run_fn = ctx.run_fn or pipeline.run
         console.print("re-evaluating the best configuration on the evaluation set ...")
         result = run_fn(config, ctx.sweep_dir / "best", progress=False, overwrite=True)
         summary = {"trial": best["trial"], "label": best["label"], "overrides": best["overrides"],

@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from reconad.files import write_csv_atomic
+from reconad.report import ANOMALY_COLOR, NORMAL_COLOR, figure
 from reconad.sweep._space import BASE_LABEL
 from reconad.sweep._spec import Choices, SweepSpec
 
@@ -216,8 +217,6 @@ def plot_sweep(rows: list[dict[str, Any]], spec: SweepSpec, sweep_dir: Path,
 
 
 def _ranking_chart(order: list[dict], spec: SweepSpec, metric: str, path: Path) -> Path:
-    from reconad.report import NORMAL_COLOR, figure
-
     key = "mean" if metric == spec.objective else metric
     values = [r[key] for r in order][::-1]  # best at the top
     # error bars: half the 95 % interval of the objective over seeds (when repeated)
@@ -237,8 +236,6 @@ def _ranking_chart(order: list[dict], spec: SweepSpec, metric: str, path: Path) 
 
 
 def _factor_plot(points: list[dict], spec: SweepSpec, factor: str, path: Path) -> Path:
-    from reconad.report import ANOMALY_COLOR, NORMAL_COLOR, figure
-
     def order(row: dict) -> tuple:
         value = row[factor]
         numeric = isinstance(value, (int, float)) and not isinstance(value, bool)

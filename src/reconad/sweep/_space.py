@@ -11,9 +11,8 @@ import itertools
 import json
 from typing import Any
 
-from reconad.config import Config, validate_config
+from reconad.config import Config, apply_overrides, raw_config, validate_config
 from reconad.errors import ReconadError
-from reconad.presets import apply_overrides, raw_config
 from reconad.sweep._spec import Choices, Range, SweepSpec
 
 MAX_CONFIGS = 10_000

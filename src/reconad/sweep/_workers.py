@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from reconad import pipeline
 from reconad.errors import ReconadError
 from reconad.sweep._results import METRICS, metric_values, summarize, trial_label
 from reconad.sweep._space import config_for, factor_values, suggest
@@ -36,9 +37,7 @@ def objective(study, ctx: SweepContext):
     dev objective; the runs' metrics and directories go into the trial's user attributes."""
     import optuna
 
-    run_fn = ctx.run_fn
-    if run_fn is None:
-        from reconad.pipeline import run as run_fn
+    run_fn = ctx.run_fn or pipeline.run
 
     def run_trial(trial) -> float:
         trial.set_user_attr("worker", worker_id())  # how a dead worker's trial is found

@@ -1,0 +1,20 @@
+"""What is done to images as tensors before a model sees them: training-time rotation, zoom,
+shift, flips and crops, the fixed copies of test-time augmentation, and the corruptions that
+make anomalies (the corruption scenario) and denoising inputs (training).
+
+Modules: ``_augment`` (affine warps, flips, crops, test-time views), ``_corruptions`` (noise).
+"""
+
+from reconad.transforms._augment import (
+    affine_matrices,
+    augment_batch,
+    check_patch,
+    random_crops,
+    random_flips,
+    tta_views,
+    warp,
+)
+from reconad.transforms._corruptions import KINDS, corrupt
+
+__all__ = ["KINDS", "affine_matrices", "augment_batch", "check_patch", "corrupt",
+           "random_crops", "random_flips", "tta_views", "warp"]
