@@ -20,7 +20,7 @@ from reconad.report._pictures import short_id
 from reconad.report._style import ANOMALY_COLOR, NORMAL_COLOR, figure, fmt, note
 
 COLORMAP = "inferno"
-OVERLAY_CAPTION_CHARS = 30  # what an overlay's title shows of an id
+OVERLAY_CAPTION_CHARS = 28  # what an overlay's title shows of an id
 
 
 def heatmap_rgb(maps: np.ndarray, low: float, high: float) -> np.ndarray:
