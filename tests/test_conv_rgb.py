@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+from tolerances import assert_close
 
 from reconad.config import load_config
 
@@ -64,3 +66,11 @@ def test_conv_rgb_runs_on_a_folder_of_128px_rgb_images(tmp_path):
     assert rows[0].startswith("id,") and len(rows) == 1 + 66
     scores = np.array([float(r.split(",")[3]) for r in rows[1:]])
     assert np.isfinite(scores).all() and (scores > 0).all()
+    # the run and reconad score name an image alike (its path in the folder), and give it the
+    # same score
+    scored_by_id = {r.split(",")[0]: float(r.split(",")[3]) for r in rows[1:]}
+    with (out / "scores.csv").open(newline="") as handle:
+        run_rows = [r for r in csv.DictReader(handle) if r["set"] == "eval"]
+    assert {r["group"] for r in run_rows} == {"normal", "defect"}
+    assert_close([scored_by_id[r["id"]] for r in run_rows],
+                 [float(r["score"]) for r in run_rows], what="run vs reconad score")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -84,6 +85,22 @@ def test_scores_csv_reproduces_the_metrics(default_run):
         assert flags.sum() == metrics[name]["thresholds"]["youden"]["tp"] + metrics[name][
             "thresholds"]["youden"]["fp"]
         np.testing.assert_array_equal(flags, s > threshold)
+
+
+def test_mnist_rows_are_named_by_position_and_grouped_by_digit(default_run, mnist_dir):
+    # Named datasets have no files: an id is the image's position in its source file (before
+    # the data.max_test subset), and digits, whose names are numbers, group as "class 8".
+    labels = read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz")
+    rows = _scores_csv(default_run.run_dir)
+    for row in rows:
+        origin, _, position = row["id"].partition(":")
+        assert origin == "test" and position.isdigit(), row["id"]
+        assert int(row["label"]) == labels[int(position)]
+        assert row["group"] == ("normal" if row["is_anomaly"] == "0" else f"class {row['label']}")
+    assert {r["group"] for r in rows} == {"normal", "class 8", "class 4"}
+    assert default_run.metrics["class_names"] == [str(d) for d in range(10)]
+    with np.load(default_run.run_dir / "samples.npz") as samples:
+        assert all(re.fullmatch(r"test:\d+", i) for i in samples["ids"].tolist())
 
 
 def test_history_and_splits_are_recorded(default_run):

@@ -166,6 +166,7 @@ def _run_in(config: Config, out: Path, tmp: Path | None, progress: bool, console
         "reconad_version": __version__, "name": config.name, "scenario": config.scenario.kind,
         "score": config.score.kind, "score_parts": list(config.score.parts),
         "chosen_threshold": chosen,
+        "class_names": None if dataset.class_names is None else list(dataset.class_names),
         "training": detector.history_.summary(),
         "train": {"groups": group_stats(detector.anomaly_score(_sample(splits.train, config.seed)),
                                         splits.train_group)},

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from reconad.data._folders import IMAGE_SUFFIXES, list_image_folder, read_image
+from reconad.data._folders import IMAGE_SUFFIXES, file_id, list_image_folder, read_image
 from reconad.data._idx import read_idx
 from reconad.data._images import as_images
 from reconad.data._prepare import fit_image, prepare
@@ -153,7 +153,7 @@ class FileCollection(Collection):
         return len(self.files)
 
     def ids(self, index: np.ndarray) -> list[str]:
-        return [self.files[i].relative_to(self.root).as_posix() for i in index.tolist()]
+        return [file_id(self.files[i], self.root) for i in index.tolist()]
 
     def batch(self, index: np.ndarray) -> Batch:
         good, images, bad = [], [], []

@@ -27,6 +27,13 @@ class Dataset:
     masks: np.ndarray | None = None
     """bool ``(N_test, H, W)`` defect masks of the test images (True = defect pixel; all False
     for normal images) when the source has them (a defect dataset folder), else None."""
+    train_ids: np.ndarray | None = None
+    """str ``(N_train,)``: each training image's file, relative to ``data.source``
+    (``good/0001.png``, ``train/good/000.png``), when the images come from files; None for
+    arrays and named datasets (their ids are positions, ``train:57``)."""
+    test_ids: np.ndarray | None = None
+    """str ``(N_test,)``: the test images' files likewise; those of a separate
+    ``data.test_source`` folder are relative to it, behind ``test/`` (``test/good/0001.png``)."""
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

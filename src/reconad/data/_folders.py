@@ -62,6 +62,12 @@ def list_image_folder(folder: Path) -> tuple[list[Path], list[str] | None]:
     return files, label_names
 
 
+def file_id(path: Path, root: Path) -> str:
+    """An image file's id: its path relative to the folder it was read from, with ``/``
+    separators (``good/0001.png``, ``test/scratch/000.png``)."""
+    return path.relative_to(root).as_posix()
+
+
 def read_image(path: Path, folder: Path, stored: bool = False) -> np.ndarray:
     """One image file as float32 ``(C, H, W)`` in [0, 1], C = 1 (grey) or 3 (colour); with
     ``stored`` an 8-bit file stays uint8 (its grey levels).

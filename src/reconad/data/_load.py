@@ -3,6 +3,7 @@ one :class:`Dataset`, subsampled as asked."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ from reconad.data._sources import SOURCES, load_named
 from reconad.data._streamed import open_streamed, should_stream
 from reconad.data._user import UserImages, load_user
 from reconad.errors import ReconadError
+
+TEST_PREFIX = "test/"  # before the ids of a separate data.test_source folder's images
 
 
 def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
@@ -44,12 +47,11 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
     >>> ds = load_dataset(DataConfig(source="mnist", max_train=600, max_test=100), seed=0)
     ... # doctest: +SKIP
     """
-    masks = None
     if cfg.source.lower() not in SOURCES and is_defect_layout(cfg.source):
         if cfg.test_source is not None:
             raise ReconadError(f"data.source {cfg.source} is a defect dataset with its own test "
                                "images; remove data.test_source")
-        name, train_x, train_y, test_x, test_y, masks, class_names = _load_defects(cfg, seed)
+        data = _load_defects(cfg, seed)
     elif cfg.source.lower() in SOURCES:
         should_stream(cfg, None)  # data.stream=true is an error here
         if cfg.test_source is not None:
@@ -58,64 +60,100 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
                 "remove data.test_source"
             )
         named = load_named(cfg.source, cfg.data_dir, cfg.download)
-        train_x, train_y = prepare(named.train_x, cfg.resize, cfg.grayscale), named.train_y
-        test_x, test_y = prepare(named.test_x, cfg.resize, cfg.grayscale), named.test_y
-        name = named.name
-        class_names = SOURCES[cfg.source.lower()].classes
+        data = Dataset(named.name, prepare(named.train_x, cfg.resize, cfg.grayscale),
+                       named.train_y, prepare(named.test_x, cfg.resize, cfg.grayscale),
+                       named.test_y, class_names=SOURCES[cfg.source.lower()].classes)
     else:
-        path = Path(cfg.source).expanduser()
-        if not path.exists():
-            raise ReconadError(
-                f"data.source {cfg.source!r} is neither a named dataset ({', '.join(SOURCES)}) "
-                "nor an existing file or folder; check the spelling or the path"
-            )
-        options = {"resize": cfg.resize, "grayscale": cfg.grayscale,
-                   "label_column": cfg.label_column}
-        stream = should_stream(cfg, path)
-
-        def read(where: str | Path, classes: tuple[str, ...] | None = None):
-            if stream:  # left on disk: ImageRows, read batch by batch
-                return UserImages(*open_streamed(Path(where).expanduser(), cfg, classes))
-            return load_user(where, classes=classes, **options)
-
-        user = read(path)
-        name = path.stem or str(path)
-        class_names = user.class_names
-        if cfg.test_source is not None:
-            test = read(cfg.test_source, user.class_names)
-            train_x, train_y, test_x, test_y = user.x, user.y, test.x, test.y
-            class_names = test.class_names or class_names  # the training names come first
-        elif user.x_test is not None:
-            train_x, train_y, test_x, test_y = user.x, user.y, user.x_test, user.y_test
-        else:
-            train_idx, test_idx = split_indices(user.y, len(user.x), cfg.test_fraction, seed)
-            train_x, test_x = user.x[train_idx], user.x[test_idx]
-            train_y = None if user.y is None else user.y[train_idx]
-            test_y = None if user.y is None else user.y[test_idx]
-        if train_x.shape[1:] != test_x.shape[1:]:
-            raise ReconadError(
-                f"training images are {_shape(train_x)} but test images are {_shape(test_x)} "
-                "(CxHxW); set data.resize and/or data.grayscale so they match"
-            )
-    train_index, test_index = np.arange(len(train_x)), np.arange(len(test_x))
-    if cfg.max_train is not None and cfg.max_train < len(train_x):
-        keep = stratified_sample(len(train_x), train_y, cfg.max_train, seed=[seed, 1])
-        train_x, train_y = train_x[keep], None if train_y is None else train_y[keep]
-        train_index = keep
-    if cfg.max_test is not None and cfg.max_test < len(test_x):
-        keep = stratified_sample(len(test_x), test_y, cfg.max_test, seed=[seed, 2])
-        test_x, test_y = test_x[keep], None if test_y is None else test_y[keep]
-        masks = None if masks is None else masks[keep]
-        test_index = keep
-    return Dataset(name, train_x, train_y, test_x, test_y, train_index, test_index,
-                   class_names, masks)
+        data = _load_user_data(cfg, seed)
+    return _subsets(data, cfg, seed)
 
 
-def _load_defects(cfg: DataConfig, seed: int) -> tuple:
-    """(name, train_x, train_y, test_x, test_y, test masks, class names) of a defect dataset
-    folder (:mod:`reconad.data`). Class 0 is ``good``, then the defect kinds, sorted.
-    The MVTec AD layout keeps its own split; the plain layout's good images are split by
-    ``cfg.test_fraction`` and every defective image is a test image."""
+def _load_user_data(cfg: DataConfig, seed: int) -> Dataset:
+    """The user's files: test images from ``cfg.test_source``, an ``.npz``'s ``x_test``, or a
+    seeded split; file ids relative to each folder read (``test/`` before a test folder's)."""
+    path = Path(cfg.source).expanduser()
+    if not path.exists():
+        raise ReconadError(
+            f"data.source {cfg.source!r} is neither a named dataset ({', '.join(SOURCES)}) "
+            "nor an existing file or folder; check the spelling or the path"
+        )
+    options = {"resize": cfg.resize, "grayscale": cfg.grayscale,
+               "label_column": cfg.label_column}
+    stream = should_stream(cfg, path)
+
+    def read(where: str | Path, classes: tuple[str, ...] | None = None) -> UserImages:
+        if stream:  # left on disk: ImageRows, read batch by batch
+            return open_streamed(Path(where).expanduser(), cfg, classes)
+        return load_user(where, classes=classes, **options)
+
+    user = read(path)
+    name = path.stem or str(path)
+    class_names = user.class_names
+    train_ids = test_ids = None
+    if cfg.test_source is not None:
+        test = read(cfg.test_source, user.class_names)
+        train_x, train_y, test_x, test_y = user.x, user.y, test.x, test.y
+        class_names = test.class_names or class_names  # the training names come first
+        train_ids = user.ids
+        test_ids = None if test.ids is None else np.char.add(TEST_PREFIX, test.ids)
+        _check_distinct(train_ids, test_ids, cfg)
+    elif user.x_test is not None:
+        train_x, train_y, test_x, test_y = user.x, user.y, user.x_test, user.y_test
+    else:
+        train_idx, test_idx = split_indices(user.y, len(user.x), cfg.test_fraction, seed)
+        train_x, test_x = user.x[train_idx], user.x[test_idx]
+        train_y, test_y = _pick(user.y, train_idx), _pick(user.y, test_idx)
+        train_ids, test_ids = _pick(user.ids, train_idx), _pick(user.ids, test_idx)
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise ReconadError(
+            f"training images are {_shape(train_x)} but test images are {_shape(test_x)} "
+            "(CxHxW); set data.resize and/or data.grayscale so they match"
+        )
+    return Dataset(name, train_x, train_y, test_x, test_y, class_names=class_names,
+                   train_ids=train_ids, test_ids=test_ids)
+
+
+def _subsets(data: Dataset, cfg: DataConfig, seed: int) -> Dataset:
+    """``data`` cut to ``cfg.max_train``/``cfg.max_test`` images (seeded, stratified, in the
+    original order), every per-image array with its images, and the positions kept."""
+    changes: dict = {"train_index": np.arange(len(data.train_x)),
+                     "test_index": np.arange(len(data.test_x))}
+    if cfg.max_train is not None and cfg.max_train < len(data.train_x):
+        keep = stratified_sample(len(data.train_x), data.train_y, cfg.max_train, seed=[seed, 1])
+        changes.update(train_x=data.train_x[keep], train_y=_pick(data.train_y, keep),
+                       train_ids=_pick(data.train_ids, keep), train_index=keep)
+    if cfg.max_test is not None and cfg.max_test < len(data.test_x):
+        keep = stratified_sample(len(data.test_x), data.test_y, cfg.max_test, seed=[seed, 2])
+        changes.update(test_x=data.test_x[keep], test_y=_pick(data.test_y, keep),
+                       test_ids=_pick(data.test_ids, keep), masks=_pick(data.masks, keep),
+                       test_index=keep)
+    return replace(data, **changes)
+
+
+def _pick(values: np.ndarray | None, keep: np.ndarray) -> np.ndarray | None:
+    """``values[keep]``, or None for a per-image array the data does not have."""
+    return None if values is None else values[keep]
+
+
+def _check_distinct(train_ids: np.ndarray | None, test_ids: np.ndarray | None,
+                    cfg: DataConfig) -> None:
+    """Train and test ids name different images (scores are kept by id)."""
+    if train_ids is None or test_ids is None:
+        return
+    shared = np.intersect1d(train_ids, test_ids)
+    if len(shared):
+        raise ReconadError(
+            f"data.source {cfg.source} has a class folder {TEST_PREFIX}, so its image "
+            f"{shared[0]} has the id of a data.test_source image (test/ + the path in "
+            f"{cfg.test_source}); rename that class folder"
+        )
+
+
+def _load_defects(cfg: DataConfig, seed: int) -> Dataset:
+    """A defect dataset folder (:mod:`reconad.data`) with its test masks and file ids.
+    Class 0 is ``good``, then the defect kinds, sorted. The MVTec AD layout keeps its own
+    split; the plain layout's good images are split by ``cfg.test_fraction`` and every
+    defective image is a test image."""
     data = read_defect_dataset(cfg.source, cfg.resize, cfg.grayscale)
     class_names = (NORMAL_KIND, *sorted(set(data.kinds.tolist()) - {NORMAL_KIND}))
     labels = np.array([class_names.index(k) for k in data.kinds.tolist()], dtype=np.int64)
@@ -129,8 +167,9 @@ def _load_defects(cfg: DataConfig, seed: int) -> tuple:
         train[good[kept]] = True
     x = data.float_images()
     name = Path(cfg.source).expanduser().resolve().name
-    return (name, x[train], labels[train], x[~train], labels[~train], data.masks[~train],
-            class_names)
+    return Dataset(name, x[train], labels[train], x[~train], labels[~train],
+                   class_names=class_names, masks=data.masks[~train],
+                   train_ids=data.ids[train], test_ids=data.ids[~train])
 
 
 def split_indices(

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reconad.data._folders import IMAGE_SUFFIXES
+from reconad.data._folders import IMAGE_SUFFIXES, file_id
 from reconad.data._prepare import LUMA
 from reconad.errors import ReconadError
 
@@ -132,7 +132,7 @@ def read_defect_dataset(
         images=np.stack(images),
         masks=np.stack(masks),
         kinds=np.array([kind for _, _, kind, _ in entries]),
-        ids=np.array([p.relative_to(root).as_posix() for p, _, _, _ in entries]),
+        ids=np.array([file_id(p, root) for p, _, _, _ in entries]),
         train=np.array([is_train for _, _, _, is_train in entries], dtype=bool),
     )
 

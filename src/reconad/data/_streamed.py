@@ -1,8 +1,9 @@
 """The user's images left on disk (``data.stream``): a ``.npy`` memory-mapped, a folder listed.
 
-:func:`open_streamed` opens a source as :class:`reconad.data.ImageRows` plus its labels,
-reading no pixels (a folder's first image only, for its shape); :func:`should_stream` decides
-``data.stream=auto`` from the size the images would take as float32.
+:func:`open_streamed` opens a source as :class:`reconad.data.ImageRows` plus its labels and
+file ids, reading no pixels (a folder's first image only, for its shape);
+:func:`should_stream` decides ``data.stream=auto`` from the size the images would take as
+float32.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from reconad.data._collections import open_collection
 from reconad.data._folders import list_image_folder, read_image
 from reconad.data._prepare import prepare, prepare_changes
 from reconad.data._rows import ImageRows, decoded_bytes, memory_budget
-from reconad.data._user import names_to_indices, read_raw_arrays
+from reconad.data._user import UserImages, names_to_indices, read_raw_arrays
 from reconad.errors import ReconadError
 
 STREAMABLE = "a .npy file or a folder of images"
@@ -49,11 +50,12 @@ def should_stream(cfg: DataConfig, path: Path | None) -> bool:
 
 
 def open_streamed(path: Path, cfg: DataConfig, classes: tuple[str, ...] | None = None,
-                  ) -> tuple[ImageRows, np.ndarray | None, tuple[str, ...] | None]:
-    """``(images, int64 labels or None, class names or None)`` of a ``.npy`` or a folder,
-    nothing decoded: a ``.npy`` is memory-mapped (stored dtype kept, or prepared batch by
-    batch when ``data.resize``/``data.grayscale`` change it), a folder's files are decoded
-    when a batch asks for them."""
+                  ) -> UserImages:
+    """The images of a ``.npy`` or a folder as :class:`reconad.data.ImageRows`, with their
+    labels, class names and (a folder's) file ids, nothing decoded: a ``.npy`` is
+    memory-mapped (stored dtype kept, or prepared batch by batch when
+    ``data.resize``/``data.grayscale`` change it), a folder's files are decoded when a batch
+    asks for them."""
     options = {"resize": cfg.resize, "grayscale": cfg.grayscale}
     if path.is_dir():
         shape = _first_image_shape(path, cfg)
@@ -62,14 +64,15 @@ def open_streamed(path: Path, cfg: DataConfig, classes: tuple[str, ...] | None =
         if names is not None and classes is not None:  # test folders: the training names
             _, label_names = list_image_folder(path)
             labels, names = names_to_indices(label_names, classes)
-        return ImageRows(collection, shape=shape), labels, names
+        ids = np.array(collection.ids(np.arange(len(collection))))
+        return UserImages(ImageRows(collection, shape=shape), labels, names, ids=ids)
     collection = open_collection(path, (1, 1, 1), **options)  # a .npy: ArrayCollection
     images = collection.images  # (N, C, H, W) memory map, stored dtype
     _check_dtype(images, path)
     if prepare_changes(images.shape[1:], cfg.resize, cfg.grayscale):
         shape = tuple(collection.batch(np.arange(1)).x.shape[1:])
-        return ImageRows(collection, shape=shape), None, None
-    return ImageRows(images), None, None
+        return UserImages(ImageRows(collection, shape=shape), None)
+    return UserImages(ImageRows(images), None)
 
 
 def _count_and_shape(path: Path) -> tuple[int, tuple[int, ...]]:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reconad.data._folders import FORMATS, IMAGE_SUFFIXES, list_image_folder, read_image
+from reconad.data._folders import FORMATS, IMAGE_SUFFIXES, file_id, list_image_folder, read_image
 from reconad.data._idx import read_idx
 from reconad.data._images import float_batch, stored_images
 from reconad.data._prepare import fit_folder_images, prepare
@@ -45,6 +45,9 @@ class UserImages:
     """Name of each label value when labels came from names (folders, text labels)."""
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
+    ids: np.ndarray | None = None
+    """str ``(N,)``: each image's file relative to the folder read (``good/0001.png``), for
+    images read from files; None for arrays and CSV rows."""
 
 
 def load_user(
@@ -84,7 +87,8 @@ def load_user(
     elif suffix == ".csv":
         data = _load_csv(path, label_column, classes)
     elif suffix in IMAGE_SUFFIXES:
-        data = UserImages(read_image(path, path.parent)[None], None)
+        data = UserImages(read_image(path, path.parent)[None], None,
+                          ids=np.array([file_id(path, path.parent)]))
     elif "idx3-ubyte" in path.name:  # an MNIST-style IDX image file (.gz or raw)
         data = UserImages(stored_images(to_nchw(read_idx(path), str(path)), str(path)), None)
     else:
@@ -95,6 +99,7 @@ def load_user(
         class_names=data.class_names,
         x_test=None if data.x_test is None else prepare(data.x_test, resize, grayscale),
         y_test=data.y_test,
+        ids=data.ids,
     )
 
 
@@ -360,7 +365,8 @@ def _load_folder(
     images = [read_image(p, folder, stored=True) for p in files]  # each (C, H, W)
     images = fit_folder_images(images, [str(p) for p in files], resize, grayscale)
     x = np.stack(images)  # (N, C, H, W), uint8 for 8-bit files
+    ids = np.array([file_id(p, folder) for p in files])
     if label_names is None:
-        return UserImages(x, None)
+        return UserImages(x, None, ids=ids)
     y, names = names_to_indices(label_names, classes)
-    return UserImages(x, y, names)
+    return UserImages(x, y, names, ids=ids)

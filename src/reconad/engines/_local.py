@@ -27,7 +27,6 @@ from reconad.files import atomic_file
 from reconad.report import gallery, write_heatmaps
 
 COLUMNS = ("id", "label", "class", "score", "flag")
-CAPTION_CHARS = 16  # what a gallery caption shows of an id
 
 
 @dataclass
@@ -207,11 +206,4 @@ class Extremes:
         return gallery(images, np.array([e[1][0] for e in kept]), path,
                        k=self.k, labels=None if all(v is None for v in labels) else
                        [-1 if v is None else v for v in labels],
-                       ids=[_short(e[1][1]) for e in kept], title=title)
-
-
-def _short(image_id: str) -> str:
-    """The end of a long id (the file name matters most): ``…/cat/0123.png``."""
-    if len(image_id) <= CAPTION_CHARS:
-        return image_id
-    return "…" + image_id[-(CAPTION_CHARS - 1):]
+                       ids=[e[1][1] for e in kept], title=title)

@@ -19,7 +19,8 @@ Style (``_style``): :func:`figure`, :func:`message` (an explanation instead of a
 Charts from plain NumPy data, each writing one PNG and returning its path: learning curve,
 score distributions, confusion matrix and scores per class (``_plots``); ROC and
 precision-recall curves with the thresholds' operating points (``_curves``); reconstruction
-grids and the gallery of extreme scores (``_pictures``); ``metric_bars`` (``_compare``).
+grids and the gallery of extreme scores, and the captions under pictured images
+(``_pictures``: :func:`image_caption`, :func:`short_id`); ``metric_bars`` (``_compare``).
 
 From a run directory: :func:`write_plots` and :func:`write_report` (``_report``, rendering in
 ``_html``), :func:`compare_runs` (``reconad compare``), :func:`print_summary` (the terminal
@@ -29,8 +30,20 @@ tables at the end of a run). matplotlib is imported only when drawing.
 from reconad.report._compare import compare_runs, headline, metric_bars
 from reconad.report._curves import operating_points, precision_recall_curve, roc_curve
 from reconad.report._html import CSS, ReportFigure, format_number, img_tag, render_report
-from reconad.report._overlays import defect_overlays, heatmap_rgb, map_file_name, write_heatmaps
-from reconad.report._pictures import gallery, reconstructions, select_extremes
+from reconad.report._overlays import (
+    defect_overlays,
+    heatmap_rgb,
+    map_file_name,
+    overlay_caption,
+    write_heatmaps,
+)
+from reconad.report._pictures import (
+    gallery,
+    image_caption,
+    reconstructions,
+    select_extremes,
+    short_id,
+)
 from reconad.report._plots import (
     class_boxplot,
     confusion_matrix,
@@ -56,6 +69,7 @@ __all__ = [
     "defect_overlays",
     "heatmap_rgb",
     "map_file_name",
+    "overlay_caption",
     "write_heatmaps",
     "ANOMALY_COLOR",
     "CSS",
@@ -73,6 +87,7 @@ __all__ = [
     "format_number",
     "gallery",
     "headline",
+    "image_caption",
     "img_tag",
     "learning_curve",
     "message",
@@ -86,6 +101,7 @@ __all__ = [
     "roc_curve",
     "score_distributions",
     "select_extremes",
+    "short_id",
     "write_plots",
     "write_report",
 ]

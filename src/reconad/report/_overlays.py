@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from reconad.files import atomic_file
-from reconad.report._style import ANOMALY_COLOR, NORMAL_COLOR, figure, fmt
+from reconad.report._pictures import short_id
+from reconad.report._style import ANOMALY_COLOR, NORMAL_COLOR, figure, fmt, note
 
 COLORMAP = "inferno"
+OVERLAY_CAPTION_CHARS = 28  # what an overlay's title shows of an id
 
 
 def heatmap_rgb(maps: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -69,12 +71,13 @@ def defect_overlays(images: np.ndarray, maps: np.ndarray, masks: np.ndarray,
         scores: (K,) image scores (captions).
         threshold: map value whose outline is drawn.
         out_path: the PNG to write.
-        ids: (K,) captions' image ids.
+        ids: (K,) captions' image ids (their ends, :func:`overlay_caption`).
         title: figure title.
     """
     k = len(images)
     low, high = float(np.min(maps)) if k else 0.0, float(np.max(maps)) if k else 1.0
     heat = heatmap_rgb(maps, low, high) if k else np.zeros((0, 1, 1, 3))
+    captions: list[str] = []
     with figure(out_path, figsize=(2 * 1.6, max(k, 1) * 1.7), nrows=max(k, 1), ncols=2,
                 squeeze=False) as (fig, axes):
         for i in range(k):
@@ -83,8 +86,9 @@ def defect_overlays(images: np.ndarray, maps: np.ndarray, masks: np.ndarray,
             rgb = np.transpose(rgb, (1, 2, 0))
             left, right = axes[i]
             left.imshow(rgb, interpolation="nearest")
-            name = "" if ids is None else f"{ids[i]}\n"
-            left.set_title(f"{name}score {fmt(scores[i])}", fontsize=7)
+            caption = overlay_caption(scores[i], None if ids is None else ids[i])
+            left.set_title(caption, fontsize=7)
+            captions.append(caption.replace("\n", ", "))
             right.imshow(0.5 * rgb + 0.5 * heat[i], interpolation="nearest")
             if (maps[i] > threshold).any():
                 right.contour(maps[i] > threshold, levels=[0.5], colors=[ANOMALY_COLOR],
@@ -96,4 +100,15 @@ def defect_overlays(images: np.ndarray, maps: np.ndarray, masks: np.ndarray,
         for ax in axes.ravel():
             ax.set_axis_off()
         fig.suptitle(title, fontsize=9)
+        note(fig, "Captions: " + "; ".join(captions))  # the PNG's text, for people and tests
     return Path(out_path)
+
+
+def overlay_caption(score: float, image_id: str | None = None) -> str:
+    """The title of an overlay: the image's id (its end, :func:`short_id`) and score.
+
+    >>> overlay_caption(3.25, "test/contamination/really_long_name_017.png")
+    '…/really_long_name_017.png\\nscore 3.25'
+    """
+    name = "" if image_id is None else short_id(str(image_id), OVERLAY_CAPTION_CHARS) + "\n"
+    return f"{name}score {fmt(score)}"

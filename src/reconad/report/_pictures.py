@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from reconad.errors import ReconadError
-from reconad.report._style import ANOMALY_COLOR, NORMAL_COLOR, figure, fmt, message
+from reconad.report._style import ANOMALY_COLOR, NORMAL_COLOR, figure, fmt, message, note
 
 
 def select_extremes(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -165,12 +165,47 @@ def reconstructions(
     return Path(out_path)
 
 
-def _label_text(label: Any) -> str:
-    if label is None:
-        return ""
-    if isinstance(label, (int, np.integer)) and int(label) < 0:
-        return "label ?"
-    return f"label {label}"
+CAPTION_CHARS = 20  # what a gallery caption shows of an id
+
+
+def short_id(image_id: str, width: int = CAPTION_CHARS) -> str:
+    """An image id cut to at most ``width`` characters for a caption, keeping its end (a
+    file's name says more than its folders), at a folder boundary where one fits.
+
+    >>> short_id("test/blowhole/exp1_num_4.jpg"), short_id("test:123+gaussian")
+    ('…/exp1_num_4.jpg', 'test:123+gaussian')
+    >>> short_id("photos/IMG_20240102_101112_HDR.jpg")
+    '…0102_101112_HDR.jpg'
+    """
+    if len(image_id) <= width:
+        return image_id
+    *folders, tail = image_id.split("/")
+    if folders and len(tail) + 2 <= width:
+        for folder in reversed(folders):
+            if len(folder) + 1 + len(tail) + 2 > width:
+                break
+            tail = f"{folder}/{tail}"
+        return "…/" + tail
+    return "…" + image_id[-(width - 1):]
+
+
+def image_caption(score: float, label: Any = None, image_id: str | None = None,
+                  width: int = CAPTION_CHARS) -> str:
+    """The lines under a pictured image: its score, its label (a class name or number; a
+    negative number is unknown) and its id, shortened by :func:`short_id`.
+
+    >>> image_caption(0.01234, "blowhole", "test/blowhole/exp1_num_4.jpg")
+    '0.01234\\nlabel blowhole\\n…/exp1_num_4.jpg'
+    >>> image_caption(2.5, -1)
+    '2.5\\nlabel ?'
+    """
+    lines = [fmt(score)]
+    if label is not None:
+        unknown = isinstance(label, (int, np.integer)) and int(label) < 0
+        lines.append("label ?" if unknown else f"label {label}")
+    if image_id is not None:
+        lines.append(short_id(str(image_id), width))
+    return "\n".join(lines)
 
 
 def gallery(
@@ -189,8 +224,9 @@ def gallery(
         scores: (N,) anomaly scores (higher = more anomalous).
         out_path: PNG to write.
         k: images in each block (top and bottom); fewer when N < 2k.
-        labels: (N,) labels shown in captions (-1 = unknown), or None.
-        ids: (N,) identifiers shown in captions, or None.
+        labels: (N,) labels shown in captions: class names, or numbers (-1 = unknown); or
+            None.
+        ids: (N,) identifiers shown in captions (their ends, :func:`short_id`), or None.
         title: figure title.
 
     Returns:
@@ -231,18 +267,18 @@ def gallery(
     for (idx, _, color), first in zip(blocks, row_of, strict=True):
         for j, i in enumerate(idx):
             mosaic.put(first + j // n_cols, j % n_cols, _rgb(images[i]), frame=color)
+    captions: list[str] = []
     with mosaic.figure(out_path, inches_per_tile=1.2) as (fig, ax):
         mosaic.draw(ax)
         for (idx, heading, color), first in zip(blocks, row_of, strict=True):
             for j, i in enumerate(idx):
-                caption = [fmt(scores[i])]
-                if labels is not None:
-                    caption.append(_label_text(np.asarray(labels)[i]))
-                if ids is not None:
-                    caption.append(str(np.asarray(ids)[i])[:16])
-                mosaic.caption(ax, first + j // n_cols, j % n_cols, "\n".join(caption))
+                caption = image_caption(scores[i], None if labels is None else labels[i],
+                                        None if ids is None else ids[i])
+                mosaic.caption(ax, first + j // n_cols, j % n_cols, caption)
+                captions.append(caption.replace("\n", ", "))
             ax.text(0, mosaic.tops[first] - 2 * mosaic.pad - line * n_caption * mosaic.h,
                     heading, ha="left", va="bottom", fontsize=9.5, fontweight="bold",
                     color=color)
         ax.set_title(title, fontweight="bold", pad=20)
+        note(fig, "Captions: " + "; ".join(captions))  # the PNG's text, for people and tests
     return Path(out_path)

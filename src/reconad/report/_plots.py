@@ -196,6 +196,7 @@ def class_boxplot(
     is_anomaly: np.ndarray,
     out_path: str | Path,
     title: str = "Scores per class",
+    class_names: Sequence[str] | None = None,
 ) -> Path:
     """Box plot of scores per original class, normal and anomalous images side by side.
 
@@ -205,6 +206,8 @@ def class_boxplot(
         is_anomaly: (N,) 0/1 ground truth.
         out_path: PNG to write.
         title: figure title.
+        class_names: the name of each label value, written under its boxes (``blowhole``);
+            None: the label numbers.
 
     Returns:
         ``out_path`` as a Path.
@@ -237,9 +240,14 @@ def class_boxplot(
                        capprops={"color": color},
                        flierprops={"marker": ".", "markersize": 3, "markeredgecolor": color})
             ax.plot([], [], color=color, linewidth=6, alpha=0.45, label=name)
-        ax.set_xticks(range(classes.size), [str(c) for c in classes])
+        ticks = [class_names[c] if class_names is not None and 0 <= c < len(class_names)
+                 else str(c) for c in classes.tolist()]
+        long = max(len(t) for t in ticks) > 3  # names, not digits: slanted so they fit
+        ax.set_xticks(range(classes.size), ticks, rotation=30 if long else 0,
+                      ha="right" if long else "center")
         ax.set_xlim(-0.7, classes.size - 0.3)
-        ax.set_xlabel("original class (label)")
+        ax.set_xlabel("original class" if class_names is not None else "original class (label)")
+        note(fig, "Classes: " + ", ".join(ticks))
         ax.set_ylabel("anomaly score")
         ax.set_title(title)
         ax.legend()

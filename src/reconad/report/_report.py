@@ -39,6 +39,23 @@ def _thresholds(metrics: dict[str, Any], set_name: str) -> dict[str, float]:
             if isinstance(t, dict) and isinstance(t.get("value"), (int, float))}
 
 
+def _class_names(metrics: dict[str, Any]) -> list[str] | None:
+    """The name of each label value (metrics.json ``class_names``; None for labels that are
+    plain numbers, and for runs written before it was recorded)."""
+    names = metrics.get("class_names")
+    if isinstance(names, list) and all(isinstance(n, str) for n in names):
+        return names
+    return None
+
+
+def _named_labels(labels: np.ndarray, names: list[str] | None) -> list:
+    """Each label as its class name where the run has names (``blowhole``); the number
+    otherwise (-1 stays: unknown)."""
+    if names is None:
+        return labels.tolist()
+    return [names[v] if 0 <= v < len(names) else v for v in labels.tolist()]
+
+
 def _normal_group(scores: Scores) -> str:
     """The largest group whose images are all normal ("normal" in every scenario so far)."""
     normal = scores.groups[scores.is_anomaly == 0]
@@ -60,6 +77,7 @@ def _write_plots(run: Run) -> list[ReportFigure]:
         figures.append(ReportFigure(path, "Training and validation loss per epoch; the star marks "
                                     "the epoch whose weights were kept.", "training"))
     normal = _normal_group(run.scores)
+    names = _class_names(run.metrics)
     for set_name in run.scores.set_names():
         s = run.scores.subset(set_name)
         thresholds = _thresholds(run.metrics, set_name)
@@ -91,14 +109,15 @@ def _write_plots(run: Run) -> list[ReportFigure]:
         if classes.size > 2:
             figures.append(ReportFigure(
                 class_boxplot(s.scores, s.labels, s.is_anomaly, out / f"classes_{set_name}.png",
-                              title=f"{title}: scores per class"),
+                              title=f"{title}: scores per class", class_names=names),
                 "Scores per original class, normal and anomalous images apart.", set_name))
     if run.samples is not None:
-        figures += _sample_plots(run.samples, out, normal)
+        figures += _sample_plots(run.samples, out, normal, names)
     return figures
 
 
-def _sample_plots(samples: dict[str, np.ndarray], out: Path, normal: str) -> list[ReportFigure]:
+def _sample_plots(samples: dict[str, np.ndarray], out: Path, normal: str,
+                  names: list[str] | None) -> list[ReportFigure]:
     figures = []
     kinds = samples["kinds"]
     pick = kinds == "sample"
@@ -117,7 +136,8 @@ def _sample_plots(samples: dict[str, np.ndarray], out: Path, normal: str) -> lis
         idx = extremes[np.sort(first)]
         k = int(max((kinds == "top").sum(), (kinds == "bottom").sum()))
         path = gallery(samples["images"][idx], samples["scores"][idx], out / "gallery.png",
-                       k=k, labels=samples["labels"][idx], ids=samples["ids"][idx],
+                       k=k, labels=_named_labels(samples["labels"][idx], names),
+                       ids=samples["ids"][idx],
                        title="Evaluation set: most anomalous and most normal images")
         figures.append(ReportFigure(path, "Highest- and lowest-scoring images of the evaluation "
                                     "set with score, label and id.", "pictures"))

@@ -10,6 +10,7 @@ from reconad.scenarios._kinds import make_splits, resolve_class_names
 from reconad.scenarios._sets import (
     EvalSet,
     Splits,
+    class_group,
     class_sets,
     concat_sets,
     ids_of,
@@ -19,5 +20,5 @@ from reconad.scenarios._sets import (
     normal_set,
 )
 
-__all__ = ["EvalSet", "Splits", "class_sets", "concat_sets", "ids_of", "join_images",
+__all__ = ["EvalSet", "Splits", "class_group", "class_sets", "concat_sets", "ids_of", "join_images",
            "label_of", "make_set", "make_splits", "normal_set", "resolve_class_names"]

@@ -11,9 +11,12 @@ Four scenarios (``scenario.kind``), each a pure, seeded function of the dataset 
   ``contaminant`` classes; the development set is that pool with the planted images marked.
 
 Every evaluated set lists its normals first, then its anomalies class by class, each part in
-the original image order; ``ids`` name each image's origin (``"test:123"``, ``"train:57"``,
-``"test:123+gaussian"`` for a corrupted copy). Each random draw has its own seeded stream, so
-changing one fraction does not reshuffle the other draws.
+the original image order, grouped by class name where the data has names (``blowhole``) and
+``class 8`` otherwise. ``ids`` name each image: its file's path where it comes from a file
+(``"test/blowhole/001.png"``, ``"good/0001.png"``), else its position in the source
+(``"test:123"``, ``"train:57"``); a corrupted copy adds its noise (``"test:123+gaussian"``).
+Each random draw has its own seeded stream, so changing one fraction does not reshuffle the
+other draws.
 
 >>> import numpy as np
 >>> from reconad.config import ScenarioConfig
@@ -69,8 +72,6 @@ def make_splits(dataset: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
     if dataset.masks is not None:
         splits = replace(splits, sets={name: replace(s, masks=_masks_of(s.ids, dataset))
                                        for name, s in splits.sets.items()})
-    if dataset.train_index is None and dataset.test_index is None:
-        return splits
     sets = {name: replace(s, ids=_source_ids(s.ids, dataset)) for name, s in splits.sets.items()}
     return replace(splits, sets=sets)
 
@@ -144,14 +145,22 @@ def _masks_of(ids: np.ndarray, dataset: Dataset) -> np.ndarray:
 
 
 def _source_ids(ids: np.ndarray, dataset: Dataset) -> np.ndarray:
-    """Rewrite "test:12+noise" so 12 is the position in the source file, not in a subset."""
+    """The ids users read: "test:12+noise" (12 = position among the dataset's test images)
+    becomes the image file's id where the images come from files ("test/good/x.png+noise"),
+    else the position in the source file, not in a subset ("test:57+noise")."""
+    files = {"train": dataset.train_ids, "test": dataset.test_ids}
     index = {"train": dataset.train_index, "test": dataset.test_index}
     out = []
     for image_id in ids.tolist():
         origin, _, rest = image_id.partition(":")
         number, plus, suffix = rest.partition("+")
-        position = index[origin][int(number)] if index.get(origin) is not None else number
-        out.append(f"{origin}:{position}{plus}{suffix}")
+        if files.get(origin) is not None:
+            name = str(files[origin][int(number)])
+        elif index.get(origin) is not None:
+            name = f"{origin}:{index[origin][int(number)]}"
+        else:
+            name = f"{origin}:{number}"
+        out.append(f"{name}{plus}{suffix}")
     return np.asarray(out)
 
 
@@ -181,8 +190,8 @@ def _holdout(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
                            "scenario.normal to classes that appear in the test data")
 
     def anomalies(classes: list[int]) -> EvalSet:
-        return class_sets(data.test_x, test_y, _where(test_y, classes), "test", "class ",
-                         order=classes)
+        return class_sets(data.test_x, test_y, _where(test_y, classes), "test",
+                          data.class_names, order=classes)
 
     dev_normal = final_normal = normal_test
     if cfg.split_final:
@@ -225,7 +234,8 @@ def _one_class(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
                              cfg.dev_anomaly_fraction, len(val_idx),
                              _rng(seed, "dev anomalies"),
                              "training images of the other classes (development anomalies)")
-        dev = concat_sets(dev, class_sets(data.train_x, train_y, picked, "train", "class "))
+        dev = concat_sets(dev, class_sets(data.train_x, train_y, picked, "train",
+                                          data.class_names))
 
     test_normal, test_other = _where(test_y, cfg.normal), _where(test_y, others)
     if not len(test_normal) or not len(test_other):
@@ -233,7 +243,8 @@ def _one_class(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
         raise ReconadError(f"the test data has no {which} images for scenario.normal="
                            f"{cfg.normal}; check the labels of the test data")
     evaluation = concat_sets(normal_set(data.test_x, test_y, test_normal, "test"),
-                         class_sets(data.test_x, test_y, test_other, "test", "class "))
+                             class_sets(data.test_x, test_y, test_other, "test",
+                                        data.class_names))
     return Splits(data.train_x[train_idx], data.train_x[val_idx],
                   {"dev": dev, "eval": evaluation}, "normal", train_y[train_idx].astype(np.int64))
 
@@ -300,12 +311,12 @@ def _contamination(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
     normal_test = _where(test_y, normal)
     sets = {
         "dev": concat_sets(normal_set(data.train_x, train_y, normal_train, "train"),
-                       class_sets(data.train_x, train_y, planted, "train", "planted class ",
-                                 order=cfg.contaminant)),
+                           class_sets(data.train_x, train_y, planted, "train",
+                                      data.class_names, "planted ", order=cfg.contaminant)),
         "eval": concat_sets(normal_set(data.test_x, test_y, normal_test, "test"),
-                        class_sets(data.test_x, test_y,
-                                  plant(test_y, normal_test, "eval anomalies", "test"),
-                                  "test", "class ", order=cfg.contaminant)),
+                            class_sets(data.test_x, test_y,
+                                       plant(test_y, normal_test, "eval anomalies", "test"),
+                                       "test", data.class_names, order=cfg.contaminant)),
     }
     return Splits(data.train_x[train_idx], data.train_x[val_idx], sets, "unlabelled pool",
                   dev_is_pool=True)

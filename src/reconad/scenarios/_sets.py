@@ -24,9 +24,12 @@ class EvalSet:
         x: (N, C, H, W) images in their stored dtype (uint8 grey levels, float32 in [0, 1]
             for corrupted copies), or :class:`reconad.data.ImageRows` read from disk.
         is_anomaly: (N,) bool.
-        group: (N,) str: "normal", "class 8", "gaussian 0.2", "planted class 3", ...
+        group: (N,) str: "normal", "class 8", "blowhole" (a named class, see
+            :func:`class_group`), "gaussian 0.2", "planted class 3", ...
         label: (N,) int64 original class, -1 when unknown.
-        ids: (N,) str stable image ids: "test:123", "train:57", "test:123+gaussian".
+        ids: (N,) str stable image ids: a file's path ("test/blowhole/001.png",
+            "good/0001.png") or a position in the source ("test:123", "train:57"); a
+            corrupted copy adds its noise ("test:123+gaussian").
         masks: (N, H, W) bool defect pixels when the data has masks (a defect dataset), else
             None. Normal images have empty masks, a corrupted copy a full one.
     """
@@ -83,9 +86,28 @@ class Splits:
         return out
 
 
-
 def ids_of(origin: str, idx: np.ndarray) -> np.ndarray:
+    """Ids ``"origin:i"`` naming the images ``idx`` of the dataset's ``origin`` images
+    (``train`` or ``test``); :func:`reconad.scenarios.make_splits` turns them into the
+    images' file paths or source positions once the sets are built."""
     return np.char.add(f"{origin}:", idx.astype(str))
+
+
+def class_group(label: int, names: Sequence[str] | None) -> str:
+    """The group name of the images of class ``label``: the class's name where the data's
+    classes have names (``blowhole``, ``Trouser``), else ``class 8``. A name that is a number
+    (MNIST's ``8``, a folder named ``3``) reads ``class 8`` too, and so does a class named
+    ``normal``, which would otherwise pass for the normal group.
+
+    >>> class_group(1, ("good", "blowhole")), class_group(8, tuple("0123456789"))
+    ('blowhole', 'class 8')
+    >>> class_group(3, None)
+    'class 3'
+    """
+    name = names[label] if names is not None and 0 <= label < len(names) else str(label)
+    if name.strip().lstrip("-").isdigit() or not name.strip() or name == "normal":
+        return f"class {name}"
+    return name
 
 
 def label_of(labels: np.ndarray | None, idx: np.ndarray) -> np.ndarray:
@@ -110,14 +132,17 @@ def normal_set(x: np.ndarray, labels: np.ndarray | None, idx: np.ndarray, origin
     return make_set(x[idx], False, "normal", label_of(labels, idx), ids_of(origin, idx))
 
 
-def class_sets(x: np.ndarray, labels: np.ndarray, idx: np.ndarray, origin: str, prefix: str,
-              order: Sequence[int] | None = None) -> EvalSet:
-    """Anomalies ``idx`` grouped "<prefix><class>", class by class (in ``order`` if given)."""
+def class_sets(x: np.ndarray, labels: np.ndarray, idx: np.ndarray, origin: str,
+               names: Sequence[str] | None, prefix: str = "",
+               order: Sequence[int] | None = None) -> EvalSet:
+    """Anomalies ``idx`` class by class (in ``order`` if given), each class grouped
+    ``prefix`` + :func:`class_group` (``class 8``, ``blowhole``, ``planted class 3``)."""
     y = labels[idx]
     classes = list(order) if order is not None else sorted(np.unique(y).tolist())
     idx = np.concatenate([idx[y == c] for c in classes])  # class by class, original order
-    return make_set(x[idx], True, np.char.add(prefix, labels[idx].astype(str)),
-                     label_of(labels, idx), ids_of(origin, idx))
+    groups = {c: prefix + class_group(c, names) for c in classes}
+    return make_set(x[idx], True, np.array([groups[c] for c in labels[idx].tolist()]),
+                    label_of(labels, idx), ids_of(origin, idx))
 
 
 def concat_sets(*parts: EvalSet) -> EvalSet:
