@@ -294,3 +294,24 @@ def test_a_defect_run_names_rows_by_file_overlays_by_file_and_groups_by_kind(tmp
     overlays = _description(run / "plots" / "overlays.png")
     for k in np.flatnonzero(kinds == "top")[:8]:
         assert overlay_caption(scores[k], ids[k]).replace("\n", ", ") in overlays
+
+
+@pytest.mark.parametrize("max_test", [None, 12])
+def test_a_split_arrays_file_names_images_by_their_position_in_the_file(tmp_path, max_test):
+    """Regression: a .npz split by data.test_fraction named its test images by their position
+    after the split (test:0, test:1...), not in the file as the docs say."""
+    x = np.random.default_rng(0).integers(0, 256, (60, SIDE, SIDE), dtype=np.uint8)
+    x[:, 0, 0] = np.arange(60)  # each image carries its position in the file
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(60) % 3)
+    data = load_dataset(DataConfig(source=str(tmp_path / "d.npz"), max_test=max_test), seed=4)
+    for images, index in ((data.train_x, data.train_index), (data.test_x, data.test_index)):
+        assert _first_pixels(images).tolist() == index.tolist()
+    assert not set(data.train_index.tolist()) & set(data.test_index.tolist())
+    splits = make_splits(data, ScenarioConfig(kind="one-class", normal=[0]), seed=4)
+    named = 0
+    for s in splits.sets.values():  # dev: validation and training images; eval: test images
+        for i, image_id in enumerate(s.ids):
+            origin, position = image_id.split(":")
+            assert _first_pixels(np.asarray(s.x)[i:i + 1])[0] == int(position), image_id
+            named += origin == "test"
+    assert named == len(data.test_x)

@@ -89,7 +89,7 @@ def _load_user_data(cfg: DataConfig, seed: int) -> Dataset:
     user = read(path)
     name = path.stem or str(path)
     class_names = user.class_names
-    train_ids = test_ids = None
+    train_ids = test_ids = train_index = test_index = None
     if cfg.test_source is not None:
         test = read(cfg.test_source, user.class_names)
         train_x, train_y, test_x, test_y = user.x, user.y, test.x, test.y
@@ -104,29 +104,32 @@ def _load_user_data(cfg: DataConfig, seed: int) -> Dataset:
         train_x, test_x = user.x[train_idx], user.x[test_idx]
         train_y, test_y = _pick(user.y, train_idx), _pick(user.y, test_idx)
         train_ids, test_ids = _pick(user.ids, train_idx), _pick(user.ids, test_idx)
+        train_index, test_index = train_idx, test_idx  # positions in the source file
     if train_x.shape[1:] != test_x.shape[1:]:
         raise ReconadError(
             f"training images are {_shape(train_x)} but test images are {_shape(test_x)} "
             "(CxHxW); set data.resize and/or data.grayscale so they match"
         )
-    return Dataset(name, train_x, train_y, test_x, test_y, class_names=class_names,
-                   train_ids=train_ids, test_ids=test_ids)
+    return Dataset(name, train_x, train_y, test_x, test_y, train_index, test_index,
+                   class_names=class_names, train_ids=train_ids, test_ids=test_ids)
 
 
 def _subsets(data: Dataset, cfg: DataConfig, seed: int) -> Dataset:
     """``data`` cut to ``cfg.max_train``/``cfg.max_test`` images (seeded, stratified, in the
     original order), every per-image array with its images, and the positions kept."""
-    changes: dict = {"train_index": np.arange(len(data.train_x)),
-                     "test_index": np.arange(len(data.test_x))}
+    train_index = (np.arange(len(data.train_x)) if data.train_index is None
+                   else data.train_index)
+    test_index = np.arange(len(data.test_x)) if data.test_index is None else data.test_index
+    changes: dict = {"train_index": train_index, "test_index": test_index}
     if cfg.max_train is not None and cfg.max_train < len(data.train_x):
         keep = stratified_sample(len(data.train_x), data.train_y, cfg.max_train, seed=[seed, 1])
         changes.update(train_x=data.train_x[keep], train_y=_pick(data.train_y, keep),
-                       train_ids=_pick(data.train_ids, keep), train_index=keep)
+                       train_ids=_pick(data.train_ids, keep), train_index=train_index[keep])
     if cfg.max_test is not None and cfg.max_test < len(data.test_x):
         keep = stratified_sample(len(data.test_x), data.test_y, cfg.max_test, seed=[seed, 2])
         changes.update(test_x=data.test_x[keep], test_y=_pick(data.test_y, keep),
                        test_ids=_pick(data.test_ids, keep), masks=_pick(data.masks, keep),
-                       test_index=keep)
+                       test_index=test_index[keep])
     return replace(data, **changes)
 
 
