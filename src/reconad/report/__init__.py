@@ -29,7 +29,14 @@ tables at the end of a run). matplotlib is imported only when drawing.
 from reconad.report._compare import compare_runs, headline, metric_bars
 from reconad.report._curves import operating_points, precision_recall_curve, roc_curve
 from reconad.report._html import CSS, ReportFigure, format_number, img_tag, render_report
-from reconad.report._overlays import defect_overlays, heatmap_rgb, map_file_name, write_heatmaps
+from reconad.report._overlays import (
+    defect_overlays,
+    heatmap_pngs,
+    heatmap_rgb,
+    heatmap_scale,
+    map_file_name,
+    write_heatmaps,
+)
 from reconad.report._pictures import gallery, reconstructions, select_extremes
 from reconad.report._plots import (
     class_boxplot,
@@ -54,7 +61,9 @@ from reconad.report._summary import print_summary
 
 __all__ = [
     "defect_overlays",
+    "heatmap_pngs",
     "heatmap_rgb",
+    "heatmap_scale",
     "map_file_name",
     "write_heatmaps",
     "ANOMALY_COLOR",
