@@ -344,14 +344,14 @@ def test_concurrent_clients_are_batched_and_answered_right(detector_file, tiny_i
             thread.start()
         for thread in threads:
             thread.join(timeout=120)
+        scored = request(port, "GET", "/info")[1]["scored"]
     for pick, (status, results) in zip(picks, answers, strict=True):
         assert status == 200
         assert [r["id"] for r in results] == [f"{j}.png" for j in pick]
         expected = det.anomaly_score(decoded[pick])
         assert_close([r["score"] for r in results], expected, what="scores", tol=FLOAT64)
-    service = app.state.service
-    assert service.batcher.images == sum(map(len, picks))
-    assert service.batcher.passes < 16  # requests shared model passes
+    assert scored["images"] == sum(map(len, picks))
+    assert scored["model_passes"] < 16  # requests shared model passes
 
 
 def _stand_in(calls):
@@ -436,10 +436,11 @@ def test_workers_processes_serve_the_same_scores(detector_file, images):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [src, *filter(None, [os.environ.get("PYTHONPATH")])])}
     process = subprocess.Popen([sys.executable, "-m", "reconad", "serve", str(detector_file),
-                                "--port", str(port), "--workers", "2", "--no-access-log"],
+                                "--port", str(port), "--workers", "2", "--torch-threads",
+                                "1", "--no-access-log"],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # three processes import torch: slow on a busy box
         while True:
             assert process.poll() is None, process.stdout.read().decode()
             try:

@@ -180,6 +180,9 @@ def serve_command(
     resize: Annotated[tuple[int, int] | None, typer.Option(
         help="Resize uploads to H W (default: as the detector's training images).")] = None,
     grayscale: Annotated[bool, typer.Option(help="Convert colour uploads to grey.")] = False,
+    torch_threads: Annotated[int | None, typer.Option(
+        min=1, help="torch threads per worker process (default: the cores, shared out among "
+                    "--workers; 1 on a machine busy with other work).")] = None,
     access_log: Annotated[bool, typer.Option(help="Log one line per request.")] = True,
     device: DeviceOption = None,
 ) -> None:
@@ -195,7 +198,7 @@ def serve_command(
     serve(detector, host=host, port=port, workers=workers, access_log=access_log,
           max_file_bytes=max_file_bytes, max_images=max_images, max_pixels=max_pixels,
           batching=batching, batch_wait_ms=batch_wait_ms, resize=resize, grayscale=grayscale,
-          device=device)
+          torch_threads=torch_threads, device=device)
 
 
 @app.command("report")

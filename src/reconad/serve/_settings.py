@@ -61,7 +61,9 @@ class ServeSettings(BaseModel):
     decode_threads: Annotated[int, Field(ge=1, le=64)] = max(1, min(4, os.cpu_count() or 1))
     """Threads decoding uploads (bounds the memory of full-size decoded images)."""
     torch_threads: Annotated[int, Field(ge=1)] | None = None
-    """torch intra-op threads of each worker process; None = torch's default (the cores)."""
+    """torch intra-op threads of each serving process, set by :func:`reconad.serve.serve`
+    (:func:`reconad.serve.configure_process`; an app from :func:`create_app` leaves its
+    process as it is); None = torch's default (the cores), ``cores // N`` with N workers."""
 
     @property
     def max_body_bytes(self) -> int:
