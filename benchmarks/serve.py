@@ -93,8 +93,10 @@ def _measure(ctx: Context, work: Path) -> tuple[dict, list[dict]]:
         rows.append(row)
         print(json.dumps(row), flush=True)
     on, off = rows
+    first, last = on["rss_peak_first_10s_mib"], on["rss_peak_last_10s_mib"]
     headline = {
         "zero_errors": all(r["errors"] == 0 for r in rows),
+        "errors": sum(r["errors"] for r in rows),
         "images_per_s": on["images_per_s"], "images_per_s_no_batching": off["images_per_s"],
         "batching_speedup": round(on["images_per_s"] / max(off["images_per_s"], 1e-9), 2),
         "requests_per_s": on["requests_per_s"],
@@ -104,6 +106,7 @@ def _measure(ctx: Context, work: Path) -> tuple[dict, list[dict]]:
         "mean_images_per_pass": on["mean_images_per_pass"],
         "rss_peak_first_10s_mib": on["rss_peak_first_10s_mib"],
         "rss_peak_last_10s_mib": on["rss_peak_last_10s_mib"],
+        "rss_last_over_first": round(last / first, 3) if first and last else None,
         "clients": CLIENTS, "seconds_per_mode": duration, "workers": ctx.workers,
         "images_per_request": "1-4 in turn (mean 2.5), 28x28 PNG",
         "detector_seconds": round(train_seconds, 1),
