@@ -39,6 +39,8 @@ class Context:
     data_dir: str | None = None
     sets: list[str] = field(default_factory=list)
     """Extra ``section.key=value`` overrides applied last to every reconad config."""
+    workers: int = 1
+    """``serve``: worker processes of the service."""
 
     def config(self, preset: str, overrides: list[str] | None = None) -> Config:
         """``preset`` with the quick budget, the data folder, ``overrides``, then ``--set``."""

@@ -1,7 +1,7 @@
 """Run one named benchmark and write NAME.json, NAME.csv, NAME.md (and NAME.png).
 
     python benchmarks/run.py NAME [--quick] [--seeds N] [--data-dir DIR] [--out DIR]
-                                  [--set section.key=value ...]
+                                  [--set section.key=value ...] [--workers N]
     python -m benchmarks.run NAME ...          (the same, from the repository root)
 
 Full runs write to benchmarks/results/ (committed). ``--quick`` runs a tiny budget for trying a
@@ -26,7 +26,7 @@ if not __package__:  # `python benchmarks/run.py`: import this folder as the pac
 
 from reconad.errors import ReconadError  # noqa: E402
 
-from . import defects, fuzz, peers, quality, scale, speed  # noqa: E402
+from . import defects, fuzz, peers, quality, scale, serve, speed  # noqa: E402
 from .common import Context, machine, write_results  # noqa: E402
 
 BENCHMARKS = {
@@ -40,6 +40,7 @@ BENCHMARKS = {
     "fuzz": fuzz.fuzz,
     "defects": defects.defects,
     "scale": scale.scale,
+    "serve": serve.serve,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -54,9 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="extra reconad config override for every run (repeatable)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="serve: uvicorn worker processes of the service (default 1)")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     out = args.out or (Path(tempfile.mkdtemp(prefix=f"reconad-bench-{args.name}-"))
                        if args.quick else RESULTS)
     if args.quick and out.resolve() == RESULTS:
@@ -64,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     ctx = Context(name=args.name, out=out, quick=args.quick, seeds=args.seeds,
-                  data_dir=args.data_dir, sets=args.sets)
+                  data_dir=args.data_dir, sets=args.sets, workers=args.workers)
     command = shlex.join(["python", "benchmarks/run.py", *(sys.argv[1:] if argv is None
                                                              else argv)])
     started = time.perf_counter()

@@ -1,8 +1,10 @@
-"""Shared fixtures: where the real MNIST lies, and tiny synthetic images."""
+"""Shared fixtures: where the real MNIST lies, tiny synthetic images, a headless browser."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,35 @@ def require_tool(available: bool, reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI=true: .ci/run must install it)")
     pytest.skip(reason)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """A headless Chromium driven by Selenium (report.html, the ``reconad serve`` page)."""
+    have = (CHROMIUM is not None and Path(CHROMEDRIVER).is_file()
+            and importlib.util.find_spec("selenium") is not None)
+    require_tool(have, "headless Chromium test needs apt `chromium chromium-driver` and pip "
+                       "`selenium`")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+                 "--window-size=1280,1000"):
+        options.add_argument(flag)
+    # An explicit driver path: Selenium Manager never downloads anything.
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
 
 
 # Hypothesis: examples per property from $HYPOTHESIS_PROFILE (dev by default; CI sets ci).

@@ -1,50 +1,20 @@
 """report.html in a real headless Chromium: every image loads, the tables match metrics.json.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` and the ``selenium`` package; skipped
-without them locally, failed without them in CI (CI=true).
+without them locally, failed without them in CI (CI=true): the ``browser`` fixture of
+conftest.py.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import shutil
-from pathlib import Path
 
 import pytest
-from conftest import require_tool
 from runfixtures import write_synthetic_run
 
 from reconad.report import write_report
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    have = (CHROMIUM is not None and Path(CHROMEDRIVER).is_file()
-            and importlib.util.find_spec("selenium") is not None)
-    require_tool(have, "headless Chromium test needs apt `chromium chromium-driver` and pip "
-                       "`selenium`")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-                 "--window-size=1280,1000"):
-        options.add_argument(flag)
-    # An explicit driver path: Selenium Manager never downloads anything.
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
 
 
 def _check_cell(text: str, expected, where: str) -> None:

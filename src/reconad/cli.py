@@ -158,6 +158,49 @@ def score_command(
         typer.echo(f"anomaly maps written to {maps}", err=True)
 
 
+@app.command("serve")
+def serve_command(
+    detector: Annotated[Path, typer.Argument(help="A detector.safetensors file.")],
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every "
+                                           "interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes (each with "
+                                                     "its own model and batches).")] = 1,
+    max_file_bytes: Annotated[int, typer.Option(min=1, help="Largest upload, in bytes "
+                                                            "(counted while read).")]
+    = 10 * 2**20,
+    max_images: Annotated[int, typer.Option(min=1, help="Most images in one request.")] = 32,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Most pixels (width x height) of one "
+                                                        "image; more is refused unread.")]
+    = 2**22,
+    batching: Annotated[bool, typer.Option(help="Score concurrent requests together in one "
+                                                "model pass.")] = True,
+    batch_wait_ms: Annotated[float, typer.Option(min=0, help="How long a batch waits for "
+                                                             "more requests.")] = 5.0,
+    resize: Annotated[tuple[int, int] | None, typer.Option(
+        help="Resize uploads to H W (default: as the detector's training images).")] = None,
+    grayscale: Annotated[bool, typer.Option(help="Convert colour uploads to grey.")] = False,
+    torch_threads: Annotated[int | None, typer.Option(
+        min=1, help="torch threads per worker process (default: the cores, shared out among "
+                    "--workers; 1 on a machine busy with other work).")] = None,
+    access_log: Annotated[bool, typer.Option(help="Log one line per request.")] = True,
+    device: DeviceOption = None,
+) -> None:
+    """Serve a detector over HTTP: a page to drop images on (GET /), POST /score, /health, /info.
+
+    Needs the serve extra (FastAPI, uvicorn, python-multipart). Every refused upload is a 4xx
+    and one line of JSON.
+    """
+    from reconad.serve import serve
+
+    typer.echo(f"serving {detector} on http://{host}:{port}/ (the page; API: POST /score, "
+               "GET /health, GET /info); Ctrl-C stops", err=True)
+    serve(detector, host=host, port=port, workers=workers, access_log=access_log,
+          max_file_bytes=max_file_bytes, max_images=max_images, max_pixels=max_pixels,
+          batching=batching, batch_wait_ms=batch_wait_ms, resize=resize, grayscale=grayscale,
+          torch_threads=torch_threads, device=device)
+
+
 @app.command("report")
 def report_command(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `reconad run`.")],

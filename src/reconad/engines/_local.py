@@ -24,7 +24,7 @@ import numpy as np
 from reconad.data import DEFAULT_BATCH, Batch, Collection, iter_batches
 from reconad.errors import ReconadError
 from reconad.files import atomic_file
-from reconad.report import gallery, write_heatmaps
+from reconad.report import gallery, heatmap_scale, write_heatmaps
 
 COLUMNS = ("id", "label", "class", "score", "flag")
 
@@ -141,8 +141,7 @@ def _write_maps(batch_maps: np.ndarray, ids: list[str], folder: Path,
     """Write the heat-maps (n, H, W) of one batch; returns the colour scale (fixed by the
     first batch)."""
     if scale is None:
-        low, high = np.percentile(batch_maps, [0.1, 99.9])
-        scale = (float(low), float(max(high, low + 1e-12)))
+        scale = heatmap_scale(batch_maps)
     write_heatmaps(batch_maps, ids, folder, *scale)
     return scale
 

@@ -32,7 +32,9 @@ from reconad.report._curves import operating_points, precision_recall_curve, roc
 from reconad.report._html import CSS, ReportFigure, format_number, img_tag, render_report
 from reconad.report._overlays import (
     defect_overlays,
+    heatmap_pngs,
     heatmap_rgb,
+    heatmap_scale,
     map_file_name,
     overlay_caption,
     write_heatmaps,
@@ -67,7 +69,9 @@ from reconad.report._summary import print_summary
 
 __all__ = [
     "defect_overlays",
+    "heatmap_pngs",
     "heatmap_rgb",
+    "heatmap_scale",
     "map_file_name",
     "overlay_caption",
     "write_heatmaps",

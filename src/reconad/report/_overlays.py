@@ -1,7 +1,8 @@
 """Anomaly maps for people: heat-map PNGs of single maps, and overlays of the top images.
 
-:func:`heatmap_rgb` colours maps on one fixed scale (so images can be compared);
-:func:`write_heatmaps` writes one PNG per map (``reconad score --maps``);
+:func:`heatmap_rgb` colours maps on one fixed scale (so images can be compared), which
+:func:`heatmap_scale` picks; :func:`heatmap_pngs` encodes one PNG per map and
+:func:`write_heatmaps` writes them (``reconad score --maps``; ``reconad serve`` sends them);
 :func:`defect_overlays` draws, for the highest-scored images of a run, the image, the image
 with its heat-map laid over it and the outline of the region above the map threshold, and the
 ground-truth defect outline. Plain NumPy in, PNG out; matplotlib is imported inside.
@@ -40,19 +41,39 @@ def map_file_name(image_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]", "_", stem).strip(".") + ".png"
 
 
+def heatmap_scale(maps: np.ndarray) -> tuple[float, float]:
+    """The colour scale (low, high) of a set of maps (N, H, W): their 0.1 and 99.9
+    percentiles (``reconad score --maps`` sets it from its first batch, ``reconad serve`` from
+    each request's images), so one stray pixel does not wash the others out."""
+    low, high = np.percentile(maps, [0.1, 99.9])
+    return float(low), float(max(high, low + 1e-12))
+
+
+def heatmap_pngs(maps: np.ndarray, low: float, high: float) -> list[bytes]:
+    """One heat-map PNG (bytes) per map (N, H, W), coloured on the scale [low, high]."""
+    import io
+
+    from PIL import Image
+
+    rgb = (heatmap_rgb(maps, low, high) * 255 + 0.5).astype(np.uint8)
+    pngs = []
+    for tile in rgb:
+        buffer = io.BytesIO()
+        Image.fromarray(tile).save(buffer, format="PNG")
+        pngs.append(buffer.getvalue())
+    return pngs
+
+
 def write_heatmaps(maps: np.ndarray, ids: Sequence[str], folder: Path, low: float,
                    high: float) -> list[Path]:
     """One heat-map PNG per map (N, H, W), named :func:`map_file_name` of its id, written
     atomically into ``folder`` (created); the colours span [low, high] for every map."""
-    from PIL import Image
-
     folder.mkdir(parents=True, exist_ok=True)
-    rgb = (heatmap_rgb(maps, low, high) * 255 + 0.5).astype(np.uint8)
     paths = []
-    for tile, image_id in zip(rgb, ids, strict=True):
+    for png, image_id in zip(heatmap_pngs(maps, low, high), ids, strict=True):
         path = folder / map_file_name(str(image_id))
         with atomic_file(path) as tmp:
-            Image.fromarray(tile).save(tmp, format="PNG")
+            tmp.write_bytes(png)
         paths.append(path)
     return paths
 
