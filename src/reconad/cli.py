@@ -68,7 +68,9 @@ def run_command(
 
 @app.command("score")
 def score_command(
-    detector: Annotated[Path, typer.Argument(help="A detector.safetensors file.")],
+    detector: Annotated[Path, typer.Argument(
+        help="A detector.safetensors file (or, with --engine onnx, a .onnx file written by "
+             "reconad export).")],
     input: Annotated[str, typer.Argument(help="Images: a folder (class sub-folders give "
                                               "labels), .npy (memory-mapped), .npz, .parquet "
                                               "(encoded images), CSV, IDX, one image, or "
@@ -95,8 +97,10 @@ def score_command(
     skip_bad: Annotated[bool, typer.Option(
         help="Skip unreadable or mis-sized image files, naming each on stderr, instead of "
              "stopping at the first.")] = False,
-    engine: Annotated[str, typer.Option(help="local (this machine) or ray (a Ray cluster; "
-                                             "pip install \"reconad[ray]\").")] = "local",
+    engine: Annotated[str, typer.Option(
+        help="local (this machine), onnx (this machine, through onnxruntime; pip install "
+             "\"reconad[onnx]\") or ray (a Ray cluster; pip install \"reconad[ray]\").")
+    ] = "local",
     address: Annotated[str | None, typer.Option(
         help="Ray cluster to join (ray.init address, e.g. auto or ray://host:10001); default: "
              "start a local Ray.")] = None,
@@ -112,10 +116,13 @@ def score_command(
     from reconad.data import open_collection
     from reconad.detector import Detector
 
-    if engine not in ("local", "ray"):
-        raise ReconadError(f"unknown --engine {engine!r}; use local or ray")
-    if maps is not None and engine != "local":
-        raise ReconadError("--maps is written by --engine local; drop --engine ray or --maps")
+    if engine not in ("local", "onnx", "ray"):
+        raise ReconadError(f"unknown --engine {engine!r}; use local, onnx or ray")
+    if maps is not None and engine == "ray":
+        raise ReconadError("--maps is written by --engine local or onnx; drop --engine ray or "
+                           "--maps")
+    if detector.suffix.lower() == ".onnx" and engine != "onnx":
+        raise ReconadError(f"{detector} is an ONNX graph; score it with --engine onnx")
     if address is not None and engine != "ray":
         raise ReconadError("--address is for --engine ray; add --engine ray or drop --address")
     if engine == "ray":
@@ -123,7 +130,10 @@ def score_command(
 
         device = device_name(device)  # checked here, resolved by each actor on its node
     # On Ray the actors choose the device on their own nodes; this driver may have no GPU.
-    det = Detector.load(detector, device="cpu" if engine == "ray" else device)
+    if engine == "onnx":
+        det = _onnx_detector(detector, maps is not None)
+    else:
+        det = Detector.load(detector, device="cpu" if engine == "ray" else device)
     # Prepare images the way the training images were, unless told otherwise.
     trained = det.preprocessing_
     resize = resize or (tuple(trained["resize"]) if trained.get("resize") else None)
@@ -156,6 +166,46 @@ def score_command(
         typer.echo(f"gallery written to {gallery}", err=True)
     if maps is not None:
         typer.echo(f"anomaly maps written to {maps}", err=True)
+
+
+def _onnx_detector(path: Path, maps: bool):
+    """An exported graph to score with: ``path`` itself (.onnx), or a detector file exported
+    to a temporary graph first."""
+    import tempfile
+
+    from reconad.detector import Detector
+    from reconad.engines import OnnxDetector
+
+    if path.suffix.lower() == ".onnx":
+        return OnnxDetector(path)
+    folder = Path(tempfile.mkdtemp(prefix="reconad-onnx-"))
+    graph = Detector.load(path, device="cpu").to_onnx(folder / "detector.onnx",
+                                                      maps=True if maps else None)
+    return OnnxDetector(graph)
+
+
+@app.command("export")
+def export_command(
+    detector: Annotated[Path, typer.Argument(help="A detector.safetensors file.")],
+    out: Annotated[Path, typer.Option("--out", help="The file to write (detector.onnx).")],
+    format: Annotated[str, typer.Option("--format", help="onnx (the only format).")] = "onnx",
+    maps: Annotated[bool, typer.Option(help="Also output each image's anomaly map (map "
+                                            "detectors always do).")] = False,
+    opset: Annotated[int, typer.Option(min=16, help="ONNX opset.")] = 18,
+) -> None:
+    """Export a detector's whole score as one ONNX graph (pip install "reconad[onnx]").
+
+    Input ``images``: float32 (N, C, H, W) in [0, 1] after the detector's resize/grayscale;
+    outputs ``score`` (N,) and, for map detectors, ``map`` (N, H, W). Score it with
+    ``reconad score FILE.onnx INPUT --engine onnx`` or any ONNX runtime.
+    """
+    from reconad.detector import Detector
+
+    if format != "onnx":
+        raise ReconadError(f"unknown --format {format!r}; the one format is onnx")
+    written = Detector.load(detector, device="cpu").to_onnx(out, opset=opset,
+                                                            maps=True if maps else None)
+    typer.echo(f"ONNX graph written to {written}")
 
 
 @app.command("serve")

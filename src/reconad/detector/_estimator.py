@@ -48,6 +48,7 @@ from reconad.detector._file import (
     take_weights,
     write_detector_file,
 )
+from reconad.detector._onnx import DEFAULT_OPSET, detector_to_onnx
 from reconad.device import model_device, resolve_device
 from reconad.errors import ReconadError
 from reconad.models import Autoencoder, TiledAutoencoder, build_model
@@ -326,6 +327,16 @@ class Detector(OutlierMixin, BaseEstimator):
         return self.scorer_.maps_and_scores(self._whole_image_model(), x)
 
     # ------------------------------------------------------------------ persistence
+
+    def to_onnx(self, path: str | Path, opset: int = DEFAULT_OPSET,
+                maps: bool | None = None) -> Path:
+        """Write the whole score as one ONNX graph (``pip install "reconad[onnx]"``): input
+        ``images`` float32 (N, C, H, W) after this detector's resize/grayscale, outputs
+        ``score`` (N,) and, for map detectors or with ``maps``, ``map`` (N, H, W); the
+        threshold and preprocessing in its metadata. See
+        :func:`reconad.detector.detector_to_onnx`; returns the path."""
+        self._check_fitted()
+        return detector_to_onnx(self, path, opset=opset, maps=maps)
 
     def save(self, path: str | Path) -> Path:
         """Write the detector to one ``.safetensors`` file atomically; returns the path."""

@@ -39,7 +39,8 @@ class EnsembleAutoencoder(Autoencoder):
     def member_codes(self, z: torch.Tensor) -> list[torch.Tensor]:
         """The code ``(B, K * D)`` cut into each member's code ``(B, *code_shape)``."""
         parts = z.split(math.prod(self.member_code_shape), dim=1)
-        return [part.view(len(z), *self.member_code_shape) for part in parts]
+        # -1, not len(z): an exported graph keeps its batch axis (len() is traced as a number)
+        return [part.view(-1, *self.member_code_shape) for part in parts]
 
     def member_reconstructions(self, z: torch.Tensor) -> list[torch.Tensor]:
         """Each member's reconstruction ``(B, C, H, W)`` from its part of the code ``z``."""

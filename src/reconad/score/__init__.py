@@ -10,6 +10,7 @@ settings and fitted state, saved in and restored from a detector file).
 """
 
 from reconad.score._color import ColorStats, local_stats
+from reconad.score._graph import ScoreGraph
 from reconad.score._knn import (
     KNN_SHORTLIST,
     knn_distance,
@@ -52,7 +53,8 @@ from reconad.score._scorer import (
 
 __all__ = [
     "BANK_KEY", "KNN_SHORTLIST", "LOG_PARTS", "MAP_KINDS", "MAP_PREFIX", "REDUCTIONS",
-    "TV_FLOOR", "Calibration", "ColorStats", "MapNormalizer", "Scorer", "anomaly_map",
+    "TV_FLOOR", "Calibration", "ColorStats", "MapNormalizer", "ScoreGraph", "Scorer",
+    "anomaly_map",
     "error_maps", "gaussian_smooth", "images_per_pass", "knn_distance", "knn_distance_among",
     "knn_search", "latent_codes", "local_stats", "map_components", "map_images",
     "map_tensor_keys", "passes", "recon_error", "reconstruct", "reduce_map", "score_images",

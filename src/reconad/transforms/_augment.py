@@ -130,6 +130,22 @@ def random_flips(x: torch.Tensor, generator: torch.Generator | None = None) -> t
     return torch.where(flip_h, x.flip(-2), x)
 
 
+def tta_moves(shift: int = 0, rotation: float = 0.0,
+              zoom: float = 0.0) -> list[tuple[float, float, float, float]]:
+    """The fixed copies of :func:`tta_views` as ``(angle in degrees, scale, shift x in
+    pixels, shift y in pixels)``, in the order the copies are made (the exported score graph,
+    :class:`reconad.score.ScoreGraph`, builds the same copies from them)."""
+    moves = []
+    if shift:
+        moves += [(0.0, 1.0, dx * shift, dy * shift) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                  if dx or dy]
+    if rotation:
+        moves += [(-rotation, 1.0, 0, 0), (rotation, 1.0, 0, 0)]
+    if zoom:
+        moves += [(0.0, 1 - zoom, 0, 0), (0.0, 1 + zoom, 0, 0)]
+    return moves
+
+
 def tta_views(x: torch.Tensor, shift: int = 0, rotation: float = 0.0,
               zoom: float = 0.0) -> list[torch.Tensor]:
     """The fixed copies of a batch that test-time augmentation scores (``score.tta_*``).
@@ -150,14 +166,7 @@ def tta_views(x: torch.Tensor, shift: int = 0, rotation: float = 0.0,
                            f"zoom={zoom} is out of range; use shift, rotation >= 0 and zoom in "
                            "[0, 1)")
     b, _, h, w = x.shape
-    moves = []  # (angle, scale, shift x in pixels, shift y in pixels)
-    if shift:
-        moves += [(0.0, 1.0, dx * shift, dy * shift) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
-                  if dx or dy]
-    if rotation:
-        moves += [(-rotation, 1.0, 0, 0), (rotation, 1.0, 0, 0)]
-    if zoom:
-        moves += [(0.0, 1 - zoom, 0, 0), (0.0, 1 + zoom, 0, 0)]
+    moves = tta_moves(shift, rotation, zoom)
     views = [x]
     for angle, scale, dx, dy in moves:
         full = [torch.full((b,), float(v), device=x.device) for v in (angle, scale, dx / w, dy / h)]
