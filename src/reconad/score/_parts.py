@@ -88,7 +88,7 @@ LOG_FLOOR = 1e-12  # a distance below this counts as this on the log scale
 def score_parts(model: Autoencoder, x: np.ndarray, parts: list[str], kind: str = "mse",
                 bank: torch.Tensor | None = None, k: int = 5,
                 complexity: str = "none",
-                tta: tuple[int, float, float] = (0, 0.0, 0.0)) -> dict[str, np.ndarray]:
+                tta: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> dict[str, np.ndarray]:
     """Each requested part's raw score of ``x`` (N, C, H, W): ``{part: (N,) float64}``.
 
     One pass: each image (and each test-time copy) is encoded once and its code decoded once
@@ -98,8 +98,9 @@ def score_parts(model: Autoencoder, x: np.ndarray, parts: list[str], kind: str =
     nearest); ``class_energy`` is the class head's energy ``-logsumexp(logits)`` (the mean
     over an ensemble's members).
 
-    ``tta`` (shift in pixels, rotation in degrees, zoom) adds test-time augmentation: each
-    part is also computed on the fixed copies of :func:`reconad.transforms.tta_views` and
+    ``tta`` (shift as a fraction of the image side, rotation in degrees, zoom) adds test-time
+    augmentation: each part is also computed on the fixed copies of
+    :func:`reconad.transforms.tta_views` (none where the shift is under half a pixel) and
     averaged over the image and its copies (geometrically for the distances, which are
     compared on a log scale), so the score no longer hinges on one exact pose. A copy's
     ``latent_knn`` is measured to its nearest among the image's own :data:`KNN_SHORTLIST`
@@ -109,7 +110,7 @@ def score_parts(model: Autoencoder, x: np.ndarray, parts: list[str], kind: str =
     model.eval()
     out: dict[str, list[np.ndarray]] = {part: [] for part in parts}
     for batch, n in passes(x, model_device(model)):
-        views = tta_views(batch, *tta) if any(tta) else [batch]
+        views = tta_views(batch, *tta)
         shortlist = None  # the image's nearest bank codes, where its copies' are looked for
         found = []
         for view in views:

@@ -11,10 +11,11 @@ from reconad.transforms._augment import (
     check_patch,
     random_crops,
     random_flips,
+    tta_pixels,
     tta_views,
     warp,
 )
 from reconad.transforms._corruptions import KINDS, corrupt
 
 __all__ = ["KINDS", "affine_matrices", "augment_batch", "check_patch", "corrupt",
-           "random_crops", "random_flips", "tta_views", "warp"]
+           "random_crops", "random_flips", "tta_pixels", "tta_views", "warp"]
