@@ -26,7 +26,7 @@ if not __package__:  # `python benchmarks/run.py`: import this folder as the pac
 
 from reconad.errors import ReconadError  # noqa: E402
 
-from . import defects, fuzz, peers, quality, scale, speed  # noqa: E402
+from . import defects, fuzz, peers, quality, robustness, scale, speed  # noqa: E402
 from .common import Context, machine, write_results  # noqa: E402
 
 BENCHMARKS = {
@@ -40,6 +40,7 @@ BENCHMARKS = {
     "fuzz": fuzz.fuzz,
     "defects": defects.defects,
     "scale": scale.scale,
+    "robustness": robustness.robustness,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 
