@@ -35,7 +35,7 @@ from reconad.device import model_device
 from reconad.errors import ReconadError
 from reconad.losses import per_image_loss
 from reconad.models import Autoencoder
-from reconad.score._knn import KNN_SHORTLIST, knn_distance, knn_distance_among, knn_search
+from reconad.score._knn import KNN_SHORTLIST, knn_distance, knn_distance_to, knn_search
 from reconad.score._passes import passes
 from reconad.transforms import tta_views
 
@@ -111,7 +111,8 @@ def score_parts(model: Autoencoder, x: np.ndarray, parts: list[str], kind: str =
     out: dict[str, list[np.ndarray]] = {part: [] for part in parts}
     for batch, n in passes(x, model_device(model)):
         views = tta_views(batch, *tta)
-        shortlist = None  # the image's nearest bank codes, where its copies' are looked for
+        shortlist = None  # the image's nearest bank codes, (n, KNN_SHORTLIST, D): its copies'
+        # neighbours are looked for among them
         found = []
         for view in views:
             got, shortlist = _view_parts(model, view, n, parts, kind, bank, k, complexity,
@@ -137,9 +138,9 @@ def _view_parts(model: Autoencoder, batch: torch.Tensor, n: int, parts: list[str
                 shortlist: torch.Tensor | None, keep_shortlist: bool
                 ) -> tuple[dict[str, np.ndarray], torch.Tensor | None]:
     """:func:`score_parts` of one pass ``batch`` whose first ``n`` images are real, and the
-    kNN shortlist: with ``shortlist`` (N, :data:`KNN_SHORTLIST`) the codes' neighbours are
-    looked for among those bank rows only (a test-time copy among its image's), else in the
-    whole bank, keeping a shortlist when ``keep_shortlist``."""
+    kNN shortlist: with ``shortlist`` (N, :data:`KNN_SHORTLIST`, D), the codes of some bank
+    rows, the codes' neighbours are looked for among those only (a test-time copy among its
+    image's), else in the whole bank, keeping a shortlist when ``keep_shortlist``."""
     found = {}
     code = model.encode(batch)
     if "recon" in parts:
@@ -148,9 +149,10 @@ def _view_parts(model: Autoencoder, batch: torch.Tensor, n: int, parts: list[str
     if "latent_knn" in parts:  # the bank is on the CPU: so is the search
         query = code[:n].flatten(1).cpu()
         if shortlist is not None:
-            found["latent_knn"] = knn_distance_among(query, bank, shortlist, k)
+            found["latent_knn"] = knn_distance_to(query, shortlist, k)
         elif keep_shortlist:
-            found["latent_knn"], shortlist = knn_search(query, bank, k, KNN_SHORTLIST)
+            found["latent_knn"], rows = knn_search(query, bank, k, KNN_SHORTLIST)
+            shortlist = bank[rows]  # gathered once for all the copies
         else:
             found["latent_knn"] = knn_distance(query, bank, k)
     if "class_energy" in parts:
