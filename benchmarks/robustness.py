@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     """The selection form: a subset of presets and collections, variants, any seeds."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--presets", nargs="+", default=list(PRESETS))
+    parser.add_argument("--presets", nargs="*", default=list(PRESETS),
+                        help="presets to judge (none: only the variants and the baseline)")
     parser.add_argument("--collections", nargs="+", choices=[c.name for c in COLLECTIONS])
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL:PRESET:K=V;..",
                         help="a preset with extra overrides, judged beside the presets")
