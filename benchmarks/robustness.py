@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,7 @@ from reconad.errors import ReconadError
 from reconad.pipeline import run
 from reconad.scenarios import Splits, make_splits
 
-from .common import Context, mean_std
+from .common import Context, machine, mean_std
 from .robustness_data import COLLECTIONS, build
 
 PRESETS = ("default", "one-class-mnist", "conv-rgb", "defects", "defects-ssim")
@@ -220,22 +221,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, help="keep the collections here")
     parser.add_argument("--set", dest="sets", action="append", default=[])
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--name", default="robustness-selection", help="OUT/NAME.json")
     args = parser.parse_args(argv)
     variants = {}
     for text in args.variant:
         label, preset, overrides = text.split(":", 2)
         variants[label] = (preset, [o for o in overrides.split(";") if o])
     args.out.mkdir(parents=True, exist_ok=True)
-    ctx = Context(name="robustness-selection", out=args.out, quick=args.quick,
+    ctx = Context(name=args.name, out=args.out, quick=args.quick,
                   data_dir=args.data_dir, sets=args.sets)
     started = time.perf_counter()
     headline, rows = robustness(ctx, tuple(args.presets), args.collections, args.seeds,
                                 variants, args.cache)
     report = {**headline, "wall_seconds": round(time.perf_counter() - started, 1),
               "command": " ".join(["python -m benchmarks.robustness", *(argv or sys.argv[1:])]),
-              "rows": rows}
-    (args.out / "robustness-selection.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out / 'robustness-selection.json'}")
+              "date": datetime.now().astimezone().isoformat(timespec="seconds"),
+              "machine": machine(), "quick": args.quick, "rows": rows}
+    path = args.out / f"{args.name}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
     return 0
 
 
