@@ -38,8 +38,9 @@ from reconad.transforms import tta_views
 
 from .scale import THREADS_ENV, _probe
 
-# label -> score overrides on top of the preset's own
-VARIANTS = {"preset": [], "no copies": ["score.tta_shift=0"]}
+# label -> score overrides on top of the preset's own (explicit: the preset's own may change)
+VARIANTS = {"copies (tta_shift 0.036)": ["score.tta_shift=0.036"],
+            "no copies": ["score.tta_shift=0"]}
 
 
 def quality(seeds: list[int], variants: dict[str, list[str]], data_dir: str | None,
