@@ -31,6 +31,7 @@ with extra overrides, judged beside it. Collections are written to a temporary f
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import tempfile
@@ -43,14 +44,14 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 
-from reconad.config import preset_names
+from reconad.config import Config, config_to_yaml, preset_names
 from reconad.data import float_batch, load_dataset
 from reconad.errors import ReconadError
 from reconad.pipeline import run
 from reconad.scenarios import Splits, make_splits
 
 from .common import Context, machine, mean_std
-from .robustness_data import COLLECTIONS, build
+from .robustness_data import COLLECTIONS, VERSION, build
 
 PRESETS = ("default", "one-class-mnist", "conv-rgb", "defects", "defects-ssim")
 BASELINE = "pixel kNN"
@@ -117,6 +118,12 @@ def robustness(ctx: Context, presets: tuple[str, ...] = PRESETS,
                cache: Path | None = None) -> tuple[dict, list[dict]]:
     """run.py's benchmark contract: ``(headline, rows)``; see the module docstring.
 
+    Every finished cell (collection, entry, seed) is appended to ``OUT/NAME.rows.jsonl`` with
+    the resolved config it ran (:func:`cell_key`); a run finds there the cells it would
+    compute again and reuses them, so an interrupted run resumes and several processes (each
+    on some collections, ``python -m benchmarks.robustness --name robustness``) can share the
+    work of one. Delete the file to run every cell afresh.
+
     Args:
         ctx: the run's budget (``quick``, ``seeds``, ``sets``, ``data_dir``).
         presets: presets to judge; those that do not ship are skipped with a note.
@@ -129,25 +136,72 @@ def robustness(ctx: Context, presets: tuple[str, ...] = PRESETS,
     entries = {p: (p, []) for p in shipped} | dict(variants or {})
     chosen = [c for c in COLLECTIONS if collections is None or c.name in collections]
     seeds = list(range(ctx.seeds)) if seeds is None else seeds
+    journal = ctx.out / f"{ctx.name}.rows.jsonl"
     rows: list[dict] = []
+
+    def cell(key: str, compute, *args) -> None:
+        done = _finished(journal)
+        row = done[key] if key in done else {**compute(*args), "key": key}
+        if key not in done:
+            with journal.open("a") as f:  # one short line per write: appends do not mix
+                f.write(json.dumps(row) + "\n")
+        rows.append({k: v for k, v in row.items() if k != "key"})
+        print(json.dumps(rows[-1]) + ("  (reused)" if key in done else ""), flush=True)
+
     with cache_folder(cache) as folder:
         for collection in chosen:
             overrides = build(collection, folder, ctx.quick, ctx.data_dir)
             for seed in seeds:
                 at = [*overrides, f"seed={seed}", f"name={collection.name}"]
                 cfg = ctx.config("default", at)
-                splits = make_splits(load_dataset(cfg.data, seed), cfg.scenario, seed)
-                rows.append({"collection": collection.name, "entry": BASELINE, "seed": seed,
-                             **baseline_row(splits)})
-                print(json.dumps(rows[-1]), flush=True)
+                head = {"collection": collection.name, "seed": seed}
+                cell(cell_key(ctx, collection.name, BASELINE, at, "default"), _baseline_cell,
+                     head, cfg)
                 for label, (preset, extra) in entries.items():
-                    rows.append({"collection": collection.name, "entry": label, "seed": seed,
-                                 **preset_row(ctx, preset, [*at, *extra])})
-                    print(json.dumps(rows[-1]), flush=True)
+                    cell(cell_key(ctx, collection.name, label, [*at, *extra], preset),
+                         _preset_cell, head, label, ctx, preset, [*at, *extra])
     headline = summarise(rows, [BASELINE, *entries], [c.name for c in chosen])
     headline = {"presets": shipped, "missing_presets": missing, "seeds": seeds,
                 "collections": {c.name: c.what for c in chosen}, **headline}
     return headline, rows
+
+
+def _baseline_cell(head: dict, cfg: Config) -> dict:
+    seed = cfg.seed
+    splits = make_splits(load_dataset(cfg.data, seed), cfg.scenario, seed)
+    return {**head, "entry": BASELINE, **baseline_row(splits)}
+
+
+def _preset_cell(head: dict, label: str, ctx: Context, preset: str,
+                 overrides: list[str]) -> dict:
+    return {**head, "entry": label, **preset_row(ctx, preset, overrides)}
+
+
+def cell_key(ctx: Context, collection: str, entry: str, overrides: list[str],
+             preset: str) -> str:
+    """What makes a cell: collection, entry, the budget and the resolved config it runs
+    (a changed preset is a new cell), with the cache folder's path left out."""
+    try:
+        config = config_to_yaml(ctx.config(preset, overrides))
+    except ReconadError as exc:  # refused before it runs: the refusal is the cell
+        config = str(exc)
+    config = "\n".join(line for line in config.splitlines() if "source:" not in line)
+    digest = hashlib.sha256(config.encode()).hexdigest()[:16]
+    return f"{collection}|{entry}|{ctx.quick}|{VERSION}|{digest}"
+
+
+def _finished(journal: Path) -> dict[str, dict]:
+    """The cells already in ``journal``, by key (a half-written last line is ignored)."""
+    if not journal.is_file():
+        return {}
+    done = {}
+    for line in journal.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        done[row["key"]] = row
+    return done
 
 
 def summarise(rows: list[dict], entries: list[str], collections: list[str]) -> dict:

@@ -8,8 +8,11 @@ import json
 import numpy as np
 import pytest
 
+from benchmarks.common import Context
 from benchmarks.robustness import (
     BASELINE,
+    _finished,
+    cell_key,
     knn_scores,
     rank_entries,
     summarise,
@@ -175,3 +178,20 @@ def test_summary_means_ranks_target_and_misses():
     assert out["target"]["met"] is True
     assert {(b["entry"], b["set"]) for b in out["below_knn"]} == {
         ("defects-ssim", "dev"), ("defects-ssim", "eval")}
+
+
+def test_a_cell_is_known_by_its_resolved_config_not_its_cache_path(tmp_path):
+    ctx = Context(name="robustness", out=tmp_path, sets=["train.threads=1"])
+    at = ["data.source=/tmp/a/images.npz", "scenario.kind=holdout", "seed=0"]
+    key = cell_key(ctx, "mnist", "default", at, "default")
+    assert key == cell_key(ctx, "mnist", "default", [at[0].replace("/a/", "/b/"), *at[1:]],
+                           "default")
+    assert key != cell_key(ctx, "mnist", "default", [*at[:2], "seed=1"], "default")
+    assert key != cell_key(ctx, "mnist", "default", [*at, "score.tta_shift=0.036"], "default")
+    quick = Context(name="robustness", out=tmp_path, quick=True, sets=["train.threads=1"])
+    assert key != cell_key(quick, "mnist", "default", at, "default")
+    refused = cell_key(ctx, "mnist", "default", [*at, "train.crop=0"], "default")
+    assert refused.startswith("mnist|default|")  # an invalid config is a cell too
+    journal = tmp_path / "robustness.rows.jsonl"
+    journal.write_text(json.dumps({"key": key, "dev_auroc": 0.9}) + '\n{"key": "half')
+    assert _finished(journal) == {key: {"key": key, "dev_auroc": 0.9}}
