@@ -26,7 +26,7 @@ if not __package__:  # `python benchmarks/run.py`: import this folder as the pac
 
 from reconad.errors import ReconadError  # noqa: E402
 
-from . import defects, fuzz, peers, quality, scale, serve, speed  # noqa: E402
+from . import defects, fuzz, peers, quality, robustness, scale, serve, speed  # noqa: E402
 from .common import Context, machine, write_results  # noqa: E402
 
 BENCHMARKS = {
@@ -41,6 +41,7 @@ BENCHMARKS = {
     "defects": defects.defects,
     "scale": scale.scale,
     "serve": serve.serve,
+    "robustness": robustness.robustness,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -237,10 +237,13 @@ def _peak_rss_mib() -> float:
 
 
 def _run_probe(kind: str, args: list[str]) -> dict:
-    """The measurement itself, inside the subprocess."""
+    """The measurement itself, inside the subprocess: its wall and CPU seconds (user +
+    system, all threads: on a machine shared with other work the CPU seconds vary less) and
+    its peak RSS."""
     import torch
 
     torch.set_num_threads(int(os.environ.get(THREADS_ENV, os.cpu_count() or 1)))
+    cpu = time.process_time()
     started = time.perf_counter()
     result: dict = {}
     if kind == "cli":
@@ -258,12 +261,14 @@ def _run_probe(kind: str, args: list[str]) -> dict:
     else:
         raise ValueError(kind)
     wall = time.perf_counter() - started
-    return {"wall_seconds": round(wall, 3), "peak_rss_mib": _peak_rss_mib(), **result}
+    return {"wall_seconds": round(wall, 3), "cpu_seconds": round(time.process_time() - cpu, 3),
+            "peak_rss_mib": _peak_rss_mib(), **result}
 
 
-def _forward(detector_path: str, images_path: str) -> dict:
+def _forward(detector_path: str, images_path: str, views: str = "1") -> dict:
     """The detector's network alone over the images: uint8 batches of 256 -> float32 ->
-    ``model(x)``, no score, no file (timed after a warm-up of 4 batches)."""
+    ``model(x)`` (``views`` times per batch: the passes of an image and its test-time
+    copies), no score, no file (timed after a warm-up of 4 batches)."""
     import torch
 
     from reconad.data import float_batch
@@ -274,12 +279,16 @@ def _forward(detector_path: str, images_path: str) -> dict:
     with torch.no_grad():  # warm-up: oneDNN picks its kernels on the first passes
         for start in range(0, 1024, 256):
             model(torch.from_numpy(float_batch(np.asarray(x[start:start + 256]))))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     with torch.no_grad():
         for start in range(0, len(x), 256):
-            model(torch.from_numpy(float_batch(np.asarray(x[start:start + 256]))))
+            batch = torch.from_numpy(float_batch(np.asarray(x[start:start + 256])))
+            for _ in range(int(views)):
+                model(batch)
     seconds = time.perf_counter() - started
-    return {"images": len(x), "images_per_s": round(len(x) / seconds, 1)}
+    return {"images": len(x), "images_per_s": round(len(x) / seconds, 1),
+            "forward_seconds": round(seconds, 3),
+            "forward_cpu_seconds": round(time.process_time() - cpu, 3)}
 
 
 def _loop(kind: str, images_path: str) -> dict:

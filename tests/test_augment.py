@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from reconad.errors import ReconadError
-from reconad.transforms import affine_matrices, augment_batch, random_flips, tta_views, warp
+from reconad.transforms import (
+    affine_matrices,
+    augment_batch,
+    random_flips,
+    tta_pixels,
+    tta_views,
+    warp,
+)
 
 
 def _centre_of_mass(x: torch.Tensor) -> torch.Tensor:
@@ -131,7 +138,7 @@ def test_random_flips_mirror_each_image_one_of_four_ways_and_are_seeded():
 def test_tta_views_are_the_batch_then_its_fixed_copies():
     x = torch.zeros(2, 1, 9, 9)
     x[:, 0, 3:6, 3:6] = torch.rand(2, 3, 3, generator=torch.Generator().manual_seed(0))
-    views = tta_views(x, shift=1, rotation=8, zoom=0.1)
+    views = tta_views(x, shift=1 / 9, rotation=8, zoom=0.1)  # a ninth of 9 pixels: 1 pixel
     assert len(views) == 1 + 8 + 2 + 2
     assert views[0] is x
     # The 8 whole-pixel shifts move the pixels exactly (the content has an empty border).
@@ -144,6 +151,21 @@ def test_tta_views_are_the_batch_then_its_fixed_copies():
         assert not torch.allclose(view, x, atol=1e-3)
         assert abs(float(view.sum() - x.sum())) < 0.35 * float(x.sum())
     assert tta_views(x) == [x]  # nothing asked: the batch alone
+
+
+def test_tta_shift_is_a_fraction_of_the_side_in_whole_pixels():
+    """score.tta_shift scales with the image: 0.036 is 1 pixel of 28, 2 of 56, none of 8."""
+    assert [tta_pixels(0.036, s, s) for s in (8, 14, 28, 32, 56, 64)] == [0, 1, 1, 1, 2, 2]
+    assert tta_pixels(0.036, 28, 100) == 1  # the shorter side
+    assert tta_pixels(1 / 28, 28, 28) == 1  # a pre-version-6 detector's 1 pixel, exactly
+    big = torch.zeros(1, 1, 56, 56)
+    big[0, 0, 20:30, 20:30] = 1.0
+    views = tta_views(big, shift=0.036)
+    assert len(views) == 9
+    torch.testing.assert_close(views[1], torch.roll(big, (-2, -2), (2, 3)), atol=1e-5, rtol=0)
+    small = torch.rand(3, 1, 8, 8)
+    assert tta_views(small, shift=0.036) == [small]  # under half a pixel: no shifted copies
+    assert len(tta_views(small, shift=0.036, rotation=8)) == 3
 
 
 def test_tta_views_reject_negative_amounts():

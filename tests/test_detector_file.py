@@ -196,3 +196,31 @@ def test_version_1_score_kind_string_loads(tmp_path, tiny_images):
                                     tensor_edit=lambda t: t.pop(VAL_SCORES_KEY)))
     assert loaded.scorer_.config.kind == "l1"
     np.testing.assert_array_equal(loaded.anomaly_score(x[:5]), det.anomaly_score(x[:5]))
+
+
+def test_version_5_shift_in_pixels_loads_as_the_same_move(tiny_images, tmp_path):
+    """Before version 6 score.tta_shift counted pixels; such a file moves its copies as far
+    as it did (1 pixel of its 16x16 images = a sixteenth) and scores as it did."""
+    x, y = tiny_images
+    det = Detector(model={"hidden": [16], "latent": 2}, train={"epochs": 1},
+                   score={"tta_shift": 1 / 16}).fit(x[y < 3])
+    path = det.save(tmp_path / "det.safetensors")
+    assert _read(path)[0]["format_version"] == 6
+
+    def in_pixels(pixels):
+        def edit(header):
+            header["format_version"] = 5
+            header["score"]["tta_shift"] = pixels
+        return edit
+
+    loaded = Detector.load(_rewrite(path, tmp_path / "v5.safetensors", in_pixels(1)))
+    assert loaded.scorer_.config.tta_shift == 1 / 16
+    np.testing.assert_array_equal(loaded.anomaly_score(x[:20]), det.anomaly_score(x[:20]))
+    _refused(_rewrite(path, tmp_path / "far.safetensors", in_pixels(5)),
+             r"moves its test-time copies 5 pixels, more than 0.25 of its 16x16 images' side")
+    _refused(_rewrite(path, tmp_path / "v6.safetensors", _set_score_shift(1)),
+             r"damaged or was edited \(header field score is missing or invalid\)")
+
+
+def _set_score_shift(value):
+    return lambda header: header["score"].__setitem__("tta_shift", value)

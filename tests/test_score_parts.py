@@ -216,10 +216,10 @@ def test_test_time_augmentation_averages_each_part_over_the_copies(data):
     """score.tta_*: each part is the mean over the image and its copies (geometric for the
     distances), the calibration is fitted on those means, and a saved detector keeps it."""
     x, y, x_all, is_anomaly = data
-    tta = {**PARTS, "tta_shift": 1, "tta_rotation": 8.0}
+    tta = {**PARTS, "tta_shift": 1 / 16, "tta_rotation": 8.0}  # 1 pixel of the 16x16 images
     det = Detector(model=MODEL, train=TRAIN, score=tta).fit(x[40:], y=y[40:], X_val=x[:40])
     plain = Scorer(ScoreConfig(**PARTS), bank=det.scorer_.bank)  # the same bank and model
-    views = tta_views(torch.from_numpy(x_all.astype(np.float32)), 1, 8.0)
+    views = tta_views(torch.from_numpy(x_all.astype(np.float32)), 1 / 16, 8.0)
     per_view = [plain.parts(det.model_, v.numpy()) for v in views]
     assert len(per_view) == 11
     parts = det.score_parts(x_all)
@@ -260,4 +260,4 @@ def test_test_time_augmentation_survives_save_and_load(data, tmp_path):
 
 def test_test_time_augmentation_is_refused_with_a_map_score():
     with pytest.raises(ValueError, match="tta_shift/tta_rotation/tta_zoom"):
-        ScoreConfig(map="ssim", tta_shift=1)
+        ScoreConfig(map="ssim", tta_shift=0.05)

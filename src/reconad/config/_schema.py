@@ -207,6 +207,9 @@ class TrainConfig(_Section):
 
 
 ScorePart = Literal["recon", "latent_knn", "class_energy"]
+# score.tta_shift: a copy moved by more than this fraction of the image's side is no longer
+# the same image in another pose (and a fraction, not pixels, as it was before format 6).
+MAX_TTA_SHIFT = 0.25
 MAP_COMPONENTS = ("squared", "absolute", "ssim", "color")  # what score.map joins with +
 _COLOR_SIGMAS = [1.0, 2.0, 4.0]
 
@@ -254,10 +257,13 @@ class ScoreConfig(_Section):
     images' maps there (saved in the detector), so always-busy places do not dominate."""
     ssim_window: Annotated[int, Field(ge=3, le=63)] = 11
     """map ssim: odd side of the Gaussian SSIM window (sigma 1.5)."""
-    tta_shift: Annotated[int, Field(ge=0, le=16)] = 0
-    """Test-time augmentation: also score copies of each image moved this many pixels to its
-    8 neighbouring positions, and average each part over the image and its copies (0 = no
-    shifted copies). Every copy costs one more scoring pass."""
+    tta_shift: Annotated[float, Field(ge=0.0)] = 0.0
+    """Test-time augmentation: also score copies of each image moved to its 8 neighbouring
+    positions by this fraction of its shorter side, and average each part over the image and
+    its copies. The move is a whole number of pixels, ``floor(tta_shift * side + 0.5)``
+    (:func:`reconad.transforms.tta_pixels`): 0.036 moves a 28x28 image 1 pixel, a 56x56 one
+    2 and an 8x8 one 0, i.e. not at all (0 = no shifted copies). At most
+    :data:`MAX_TTA_SHIFT`. Every copy costs one more scoring pass."""
     tta_rotation: Annotated[float, Field(ge=0.0, le=45.0)] = 0.0
     """Test-time augmentation: also score copies rotated by -/+ this many degrees (0 = none)."""
     tta_zoom: Annotated[float, Field(ge=0.0, le=0.5)] = 0.0
@@ -265,6 +271,11 @@ class ScoreConfig(_Section):
 
     @model_validator(mode="after")
     def _distinct_parts(self) -> ScoreConfig:
+        if self.tta_shift > MAX_TTA_SHIFT:
+            raise ValueError(
+                f"score.tta_shift={self.tta_shift:g} is a fraction of the image's shorter side "
+                f"(0.036 moves a 28-pixel image 1 pixel), at most {MAX_TTA_SHIFT:g}; give the "
+                "shift as a fraction, e.g. 0.036")
         if len(set(self.parts)) != len(self.parts):
             raise ValueError(f"score.parts {self.parts} names a part twice; list each once")
         if self.ssim_window % 2 == 0:

@@ -37,7 +37,14 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, OutlierMixin
 
-from reconad.config import LossConfig, ModelConfig, ScoreConfig, TrainConfig, check_crop
+from reconad.config import (
+    LossConfig,
+    ModelConfig,
+    ScoreConfig,
+    TrainConfig,
+    check_crop,
+    check_pixel_settings,
+)
 from reconad.data import ImageRows, stored_images
 from reconad.detector._file import (
     VAL_SCORES_KEY,
@@ -184,12 +191,9 @@ class Detector(OutlierMixin, BaseEstimator):
                     f"{x.shape[1:]}; give both the same (C, H, W)")
         image_shape = tuple(int(s) for s in x.shape[1:])
         input_shape, xv_fit = image_shape, xv
+        check_pixel_settings(loss_cfg, train_cfg, scorer.config, image_shape)
         if train_cfg.crop is not None:
             crop = train_cfg.crop
-            if crop > min(image_shape[1:]):
-                raise ReconadError(f"train.crop={crop} is larger than the {image_shape[1]}x"
-                                   f"{image_shape[2]} images; use a crop <= "
-                                   f"{min(image_shape[1:])} or train.crop=null")
             input_shape = (image_shape[0], crop, crop)
             if xv is not None and len(xv):  # one fixed seeded crop per validation image
                 xv_fit = random_crops(torch.from_numpy(np.ascontiguousarray(xv)), crop,

@@ -26,6 +26,7 @@ from typing import Any, get_args
 import torch
 
 from reconad.config import (
+    MAX_TTA_SHIFT,
     LossConfig,
     ModelConfig,
     ScoreConfig,
@@ -39,10 +40,11 @@ from reconad.models import Autoencoder, build_model
 from reconad.score import BANK_KEY, MAP_PREFIX
 
 FORMAT = "reconad-detector"
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 # version 1: "score" is the kind string, no parts; 2: no score.complexity;
-# 3: no reconad.val_scores tensor; 4: no image_shape (= input_shape), no score maps.
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+# 3: no reconad.val_scores tensor; 4: no image_shape (= input_shape), no score maps;
+# 5: score.tta_shift in pixels (now a fraction of the image side; read as the same move).
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 VAL_SCORES_KEY = "reconad.val_scores"
 MAX_HEADER_BYTES = 16 * 2**20
 MAX_CHANNELS, MAX_SIDE, MAX_PIXELS = 64, 16384, 2**26  # a sane image: (C, H, W) bounds
@@ -121,10 +123,39 @@ def read_detector_file(path: str | Path) -> tuple[Header, dict[str, torch.Tensor
             f"{READABLE_VERSIONS[0]} to {FORMAT_VERSION}; {FIX}")
     if digest(tensors) != expected:
         raise ReconadError(f"{damaged} (weights do not match their checksum); {FIX}")
+    if version < 6:
+        raw = _shift_as_fraction(raw, path)
     try:
         return check_header(raw, len(tensors)), tensors
     except ReconadError as exc:
         raise ReconadError(f"{damaged} ({exc}); {FIX}") from None
+
+
+def _shift_as_fraction(raw: dict, path: Path) -> dict:
+    """A header before version 6 gives ``score.tta_shift`` in pixels: the same move as a
+    fraction of its images' shorter side (which :func:`reconad.transforms.tta_pixels` turns
+    back into those pixels exactly), so an old detector scores as it did. Anything but a
+    whole number of pixels is left for :func:`check_header` to refuse.
+
+    Raises:
+        ReconadError: for a move of more than :data:`MAX_TTA_SHIFT` of the side, which this
+            version refuses.
+    """
+    score = raw.get("score")
+    pixels = score.get("tta_shift") if isinstance(score, dict) else None
+    if not _is_int(pixels) or pixels <= 0:
+        return raw
+    try:
+        shape = _image_shape(raw, "image_shape" if "image_shape" in raw else "input_shape")
+    except ReconadError:
+        return raw
+    side = min(shape[1:])
+    if pixels > MAX_TTA_SHIFT * side:
+        raise ReconadError(
+            f"{path} moves its test-time copies {pixels} pixels, more than {MAX_TTA_SHIFT:g} "
+            f"of its {shape[1]}x{shape[2]} images' side, which this reconad refuses; {FIX} "
+            "and a smaller score.tta_shift")
+    return {**raw, "score": {**score, "tta_shift": pixels / side}}
 
 
 def check_header(raw: dict, n_tensors: int) -> Header:

@@ -8,7 +8,8 @@ from constant sampling grids, the exact latent kNN over the bank (the copies amo
 image's shortlist), the class energy, the calibration (float64), the complexity correction,
 and for a map detector the maps, their smoothing, standardisation and reduction. It reuses the
 models' own modules and the eager functions that trace as they are (``total_variation``,
-``reduce_map``, ``tta_moves``); the fixed-shape forms of the rest are in ``_graph_ops``.
+``reduce_map``, ``tta_moves``, ``tta_pixels``); the fixed-shape forms of the rest are in
+``_graph_ops``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from reconad.score._knn import KNN_MARGIN, KNN_SHORTLIST
 from reconad.score._maps import reduce_map
 from reconad.score._parts import LOG_FLOOR, LOG_PARTS, TV_FLOOR, total_variation
 from reconad.score._scorer import map_components
-from reconad.transforms import affine_matrices, tta_moves
+from reconad.transforms import affine_matrices, tta_moves, tta_pixels
 
 
 def _cpu_copy(module: nn.Module) -> nn.Module:
@@ -71,7 +72,7 @@ class ScoreGraph(nn.Module):
             raise ReconadError("a tiled model scores by reconstruction only")
 
         # ---- test-time copies: one constant sampling grid per copy (reconad.transforms)
-        moves = tta_moves(cfg.tta_shift, cfg.tta_rotation, cfg.tta_zoom)
+        moves = tta_moves(tta_pixels(cfg.tta_shift, h, w), cfg.tta_rotation, cfg.tta_zoom)
         grids = []
         for angle, scale, dx, dy in moves:
             full = [torch.full((1,), float(v)) for v in (angle, scale, dx / w, dy / h)]

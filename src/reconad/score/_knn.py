@@ -67,7 +67,14 @@ def knn_distance_among(codes: torch.Tensor, bank: torch.Tensor, candidates: torc
                        k: int) -> np.ndarray:
     """Mean Euclidean distance of each code (N, D) to its ``k`` nearest among its own
     ``candidates`` (N, C) rows of ``bank``, measured directly as ``|a - b|``: (N,) float64."""
-    exact = (codes[:, None, :] - bank[candidates]).norm(dim=2)  # (N, C)
+    return knn_distance_to(codes, bank[candidates], k)
+
+
+def knn_distance_to(codes: torch.Tensor, neighbours: torch.Tensor, k: int) -> np.ndarray:
+    """:func:`knn_distance_among` with the candidates' codes gathered already, (N, C, D): a
+    shortlist gathered once serves all of an image's test-time copies (the gather costs
+    more than the distances)."""
+    exact = (codes[:, None, :] - neighbours).norm(dim=2)  # (N, C)
     nearest = exact.topk(min(k, exact.shape[1]), dim=1, largest=False).values.sort(dim=1).values
     return nearest.double().mean(1).numpy()
 

@@ -35,7 +35,7 @@ from reconad.device import model_device
 from reconad.errors import ReconadError
 from reconad.losses import per_image_loss
 from reconad.models import Autoencoder
-from reconad.score._knn import KNN_SHORTLIST, knn_distance, knn_distance_among, knn_search
+from reconad.score._knn import KNN_SHORTLIST, knn_distance, knn_distance_to, knn_search
 from reconad.score._passes import passes
 from reconad.transforms import tta_views
 
@@ -88,7 +88,7 @@ LOG_FLOOR = 1e-12  # a distance below this counts as this on the log scale
 def score_parts(model: Autoencoder, x: np.ndarray, parts: list[str], kind: str = "mse",
                 bank: torch.Tensor | None = None, k: int = 5,
                 complexity: str = "none",
-                tta: tuple[int, float, float] = (0, 0.0, 0.0)) -> dict[str, np.ndarray]:
+                tta: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> dict[str, np.ndarray]:
     """Each requested part's raw score of ``x`` (N, C, H, W): ``{part: (N,) float64}``.
 
     One pass: each image (and each test-time copy) is encoded once and its code decoded once
@@ -98,8 +98,9 @@ def score_parts(model: Autoencoder, x: np.ndarray, parts: list[str], kind: str =
     nearest); ``class_energy`` is the class head's energy ``-logsumexp(logits)`` (the mean
     over an ensemble's members).
 
-    ``tta`` (shift in pixels, rotation in degrees, zoom) adds test-time augmentation: each
-    part is also computed on the fixed copies of :func:`reconad.transforms.tta_views` and
+    ``tta`` (shift as a fraction of the image side, rotation in degrees, zoom) adds test-time
+    augmentation: each part is also computed on the fixed copies of
+    :func:`reconad.transforms.tta_views` (none where the shift is under half a pixel) and
     averaged over the image and its copies (geometrically for the distances, which are
     compared on a log scale), so the score no longer hinges on one exact pose. A copy's
     ``latent_knn`` is measured to its nearest among the image's own :data:`KNN_SHORTLIST`
@@ -109,8 +110,9 @@ def score_parts(model: Autoencoder, x: np.ndarray, parts: list[str], kind: str =
     model.eval()
     out: dict[str, list[np.ndarray]] = {part: [] for part in parts}
     for batch, n in passes(x, model_device(model)):
-        views = tta_views(batch, *tta) if any(tta) else [batch]
-        shortlist = None  # the image's nearest bank codes, where its copies' are looked for
+        views = tta_views(batch, *tta)
+        shortlist = None  # the image's nearest bank codes, (n, KNN_SHORTLIST, D): its copies'
+        # neighbours are looked for among them
         found = []
         for view in views:
             got, shortlist = _view_parts(model, view, n, parts, kind, bank, k, complexity,
@@ -136,9 +138,9 @@ def _view_parts(model: Autoencoder, batch: torch.Tensor, n: int, parts: list[str
                 shortlist: torch.Tensor | None, keep_shortlist: bool
                 ) -> tuple[dict[str, np.ndarray], torch.Tensor | None]:
     """:func:`score_parts` of one pass ``batch`` whose first ``n`` images are real, and the
-    kNN shortlist: with ``shortlist`` (N, :data:`KNN_SHORTLIST`) the codes' neighbours are
-    looked for among those bank rows only (a test-time copy among its image's), else in the
-    whole bank, keeping a shortlist when ``keep_shortlist``."""
+    kNN shortlist: with ``shortlist`` (N, :data:`KNN_SHORTLIST`, D), the codes of some bank
+    rows, the codes' neighbours are looked for among those only (a test-time copy among its
+    image's), else in the whole bank, keeping a shortlist when ``keep_shortlist``."""
     found = {}
     code = model.encode(batch)
     if "recon" in parts:
@@ -147,9 +149,10 @@ def _view_parts(model: Autoencoder, batch: torch.Tensor, n: int, parts: list[str
     if "latent_knn" in parts:  # the bank is on the CPU: so is the search
         query = code[:n].flatten(1).cpu()
         if shortlist is not None:
-            found["latent_knn"] = knn_distance_among(query, bank, shortlist, k)
+            found["latent_knn"] = knn_distance_to(query, shortlist, k)
         elif keep_shortlist:
-            found["latent_knn"], shortlist = knn_search(query, bank, k, KNN_SHORTLIST)
+            found["latent_knn"], rows = knn_search(query, bank, k, KNN_SHORTLIST)
+            shortlist = bank[rows]  # gathered once for all the copies
         else:
             found["latent_knn"] = knn_distance(query, bank, k)
     if "class_energy" in parts:

@@ -12,10 +12,11 @@ from reconad.transforms._augment import (
     random_crops,
     random_flips,
     tta_moves,
+    tta_pixels,
     tta_views,
     warp,
 )
 from reconad.transforms._corruptions import KINDS, corrupt
 
 __all__ = ["KINDS", "affine_matrices", "augment_batch", "check_patch", "corrupt",
-           "random_crops", "random_flips", "tta_moves", "tta_views", "warp"]
+           "random_crops", "random_flips", "tta_moves", "tta_pixels", "tta_views", "warp"]

@@ -130,6 +130,16 @@ def random_flips(x: torch.Tensor, generator: torch.Generator | None = None) -> t
     return torch.where(flip_h, x.flip(-2), x)
 
 
+def tta_pixels(shift: float, height: int, width: int) -> int:
+    """The whole pixels a test-time copy is moved by: ``shift`` (a fraction of the shorter
+    side, ``score.tta_shift``) times that side, rounded half up; 0 = no shifted copies.
+
+    >>> [tta_pixels(0.036, side, side) for side in (8, 14, 28, 56)]
+    [0, 1, 1, 2]
+    """
+    return math.floor(shift * min(height, width) + 0.5)
+
+
 def tta_moves(shift: int = 0, rotation: float = 0.0,
               zoom: float = 0.0) -> list[tuple[float, float, float, float]]:
     """The fixed copies of :func:`tta_views` as ``(angle in degrees, scale, shift x in
@@ -146,14 +156,15 @@ def tta_moves(shift: int = 0, rotation: float = 0.0,
     return moves
 
 
-def tta_views(x: torch.Tensor, shift: int = 0, rotation: float = 0.0,
+def tta_views(x: torch.Tensor, shift: float = 0.0, rotation: float = 0.0,
               zoom: float = 0.0) -> list[torch.Tensor]:
     """The fixed copies of a batch that test-time augmentation scores (``score.tta_*``).
 
     Args:
         x: Images ``(B, C, H, W)``.
-        shift: Pixels: copies moved by this much to the 8 neighbouring positions (left, right,
-            up, down and the diagonals); 0 = none.
+        shift: Fraction of the shorter side: copies moved by :func:`tta_pixels` whole pixels
+            to the 8 neighbouring positions (left, right, up, down and the diagonals); none
+            when that is 0 pixels (a small image, or ``shift`` 0).
         rotation: Degrees: copies rotated by -rotation and +rotation; 0 = none.
         zoom: Copies zoomed by 1 - zoom and 1 + zoom; 0 = none.
 
@@ -166,7 +177,7 @@ def tta_views(x: torch.Tensor, shift: int = 0, rotation: float = 0.0,
                            f"zoom={zoom} is out of range; use shift, rotation >= 0 and zoom in "
                            "[0, 1)")
     b, _, h, w = x.shape
-    moves = tta_moves(shift, rotation, zoom)
+    moves = tta_moves(tta_pixels(shift, h, w), rotation, zoom)
     views = [x]
     for angle, scale, dx, dy in moves:
         full = [torch.full((b,), float(v), device=x.device) for v in (angle, scale, dx / w, dy / h)]
