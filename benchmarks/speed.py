@@ -8,6 +8,13 @@
 - effective FLOP/s: matmul/conv FLOP of one forward + backward pass per image, counted by
   ``torch.utils.flop_counter.FlopCounterMode``, times samples/s; as a fraction of the peak.
 - scoring: ``Detector.anomaly_score`` images/s. Memory: the process's peak RSS (getrusage).
+- ONNX against torch (issue 21): the whole detector of a shipped preset (``default``: ensemble,
+  class energy, latent kNN, calibration; ``defects-ssim``: a map detector), trained briefly on
+  random images, scored by ``Detector.anomaly_score`` and by its exported graph in
+  onnxruntime (``reconad.engines.score_onnx``), the same images, the same threads, side by
+  side in this process (best of 3 passes each); the scores' largest relative difference, and
+  the extra memory each pass allocates (peak RSS growth is process-wide, so the traced numpy /
+  onnxruntime memory is not separated: the row gives the RSS after each).
 
 The models are the presets' autoencoders (dense: ``default``, conv: ``noise-gaussian``,
 conv-rgb: ``conv-rgb`` on 3x128x128 images), one
@@ -17,15 +24,19 @@ change the speed, so no dataset is needed.
 
 from __future__ import annotations
 
+import functools
 import resource
 import statistics
+import tempfile
 import time
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from reconad.detector import Detector
+from reconad.config import load_config
+from reconad.detector import Detector, onnx_session
+from reconad.engines import score_onnx
 from reconad.models import build_model
 from reconad.train import set_threads
 
@@ -109,4 +120,52 @@ def speed(ctx: Context) -> tuple[dict, list[dict]]:
         headline[f"{kind}_score_images_per_s"] = max(
             r["score_images_per_s"] for r in rows if r["model"] == kind)
     headline["peak_rss_mib"] = peak_rss_mib()
+    for row in onnx_rows(ctx):
+        rows.append(row)
+        headline[f"{row['preset']}_onnx_over_torch"] = row["onnx_over_torch"]
+        headline[f"{row['preset']}_onnx_max_rel_diff"] = row["max_rel_diff"]
     return headline, rows
+
+
+ONNX_PRESETS = {"default": ((1, 28, 28), 10000), "defects-ssim": ((3, 64, 64), 500)}
+
+
+def _best_rate(fn, x: np.ndarray, repeats: int = 3) -> tuple[float, np.ndarray]:
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn(x)
+        best = min(best, time.perf_counter() - start)
+    return len(x) / best, np.asarray(out, dtype=np.float64)
+
+
+def onnx_rows(ctx: Context) -> list[dict]:
+    """Each preset's detector scored by torch and by onnxruntime, side by side (rows with
+    ``model: onnx``; needs the ``onnx`` extra)."""
+    threads = torch.get_num_threads()
+    rows = []
+    for preset, (shape, n) in ONNX_PRESETS.items():
+        n = min(n, 1000) if ctx.quick else n
+        cfg = load_config(preset, ["train.epochs=1", *ctx.sets])
+        rng = np.random.default_rng(0)
+        x = rng.random((n, *shape), dtype=np.float32)
+        y = rng.integers(0, 3, n) if cfg.model.class_head else None
+        det = Detector(model=cfg.model.model_dump(), loss=cfg.loss.model_dump(),
+                       train=cfg.train.model_dump(), score=cfg.score.model_dump(), seed=0,
+                       device="cpu")
+        torch.manual_seed(0)
+        det.fit(x[: min(n, 2000)], None if y is None else y[: min(n, 2000)])
+        torch_rate, want = _best_rate(det.anomaly_score, x)
+        torch_rss = peak_rss_mib()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = det.to_onnx(f"{tmp}/{preset}.onnx")
+            session = onnx_session(path, threads=threads)
+            onnx_rate, got = _best_rate(functools.partial(score_onnx, session), x)
+        rows.append({
+            "model": "onnx", "preset": preset, "images": n, "image_shape": list(shape),
+            "threads": threads, "torch_images_per_s": torch_rate, "onnx_images_per_s": onnx_rate,
+            "onnx_over_torch": onnx_rate / torch_rate,
+            "max_rel_diff": float(np.max(np.abs(got - want) / np.maximum(np.abs(want), 1.0))),
+            "peak_rss_mib_after_torch": torch_rss, "peak_rss_mib": peak_rss_mib(),
+        })
+    return rows

@@ -116,6 +116,14 @@ TARGETS = [
      "≥ 0.95", lambda v: v >= 0.95, "{:.3f}"),
     ("defects", "`defects-ssim` PRO (FPR ≤ 0.3), mean of 3 textures", f"pro/{DEFECTS_ROW}",
      "≥ 0.85", lambda v: v >= 0.85, "{:.3f}"),
+    # issue 21: the exported graph in onnxruntime beside torch (benchmarks/run.py speed)
+    ("speed", "`default` detector: onnxruntime images/s / torch images/s",
+     "default_onnx_over_torch",
+     "—", lambda v: True, "{:.2f}"),
+    ("speed", "`default` detector: largest relative score difference, ONNX vs torch",
+     "default_onnx_max_rel_diff", "≤ 1e-4", lambda v: v <= 1e-4, "{:.1e}"),
+    ("speed", "`defects-ssim` detector: largest relative score difference, ONNX vs torch",
+     "defects-ssim_onnx_max_rel_diff", "≤ 1e-4", lambda v: v <= 1e-4, "{:.1e}"),
     # issue 21: reconad serve under 32 clients (benchmarks/run.py serve)
     ("serve", "wrong or failed answers, batching on and off", "errors", "= 0",
      lambda v: v == 0, "{:.0f}"),
