@@ -6,10 +6,12 @@ Modules, from the floor up: ``_images`` (what counts as images, stored dtype, fl
 ``_sampling`` (the seeded stratified sample), ``_prepare`` (grey conversion, resizing, fitting
 an image to a detector's shape), ``_folders`` / ``_idx`` / ``_download`` (files), ``_dataset``
 (the :class:`Dataset` record), ``_sources`` (mnist, fashion-mnist, kmnist), ``_user`` (the
-user's npz/npy/CSV/folders), ``_mvtec`` (defect datasets with masks), ``_collections`` (inputs
-read batch by batch, with stable ids), ``_rows`` (images left on disk, selected by row),
-``_streamed`` (``data.stream``), ``_load`` (:func:`load_dataset`), ``_synthetic_defects``
-(the generated texture-defect benchmark).
+user's npz/npy/CSV/folders), ``_mvtec`` (defect datasets with masks, read and written),
+``_collections`` (inputs read batch by batch, with stable ids), ``_rows`` (images left on
+disk, selected by row), ``_streamed`` (``data.stream``), ``_load`` (:func:`load_dataset`),
+``_synthetic_defects`` (the generated texture-defect benchmark, family 1: colour patches of
+photographed textures), ``_grey_defects`` (family 2, for testing only: procedural grey
+textures with their own defect kinds).
 """
 
 from reconad.data._collections import (
@@ -34,6 +36,7 @@ from reconad.data._mvtec import (
     DefectDataset,
     is_defect_layout,
     read_defect_dataset,
+    write_defect_dataset,
 )
 from reconad.data._prepare import (
     LUMA,
@@ -84,5 +87,5 @@ __all__ = [
     "open_streamed", "parse_idx", "prepare", "prepare_changes", "random_patches",
     "read_defect_dataset", "read_idx", "read_idx_bytes", "read_image", "read_raw_arrays",
     "search_dirs", "should_stream", "split_indices", "stored_images", "stratified_sample",
-    "texture_image", "to_nchw",
+    "texture_image", "to_nchw", "write_defect_dataset",
 ]
