@@ -22,7 +22,7 @@ texture, not by the brightness of the image.
 Defects (sizes for 64x64 patches, scaled with the patch side; about 1-4 % of the pixels):
 
 - ``stain``: a region shaped by thresholded fractal noise, 4-8 grey levels lighter or darker;
-- ``cut``: a polyline crack of 3-5 segments, 2-3 px wide, darker (x 0.4-0.65, at least 12
+- ``cut``: a polyline crack of 3-5 segments, 1.5-3 px wide, darker (x 0.4-0.65, at least 12
   levels);
 - ``swap``: an ellipse filled with another of the three textures, shifted to the same mean
   brightness;
@@ -164,8 +164,9 @@ def add_grey_defect(
         sign = 1 if rng.integers(2) else -1
         values = clean + sign * rng.integers(STAIN_LEVELS[0], STAIN_LEVELS[1] + 1)
     elif kind == "cut":
-        mask = _polyline_distance(_crack(rng, size), yy, xx) <= max(0.75, rng.uniform(
-            0.75, 1.5) * scale)
+        crack = _crack(rng, size)
+        half_width = max(0.75, rng.uniform(0.75, 1.5) * scale)  # >= 0.75: some pixel is hit
+        mask = _polyline_distance(crack, yy, xx) <= half_width
         values = np.minimum(np.round(clean * rng.uniform(0.4, 0.65)), clean - 12)
     elif kind == "swap":
         a, b = rng.uniform(4, 7) * scale, rng.uniform(3, 5) * scale
