@@ -6,10 +6,12 @@ Modules, from the floor up: ``_images`` (what counts as images, stored dtype, fl
 ``_sampling`` (the seeded stratified sample), ``_prepare`` (grey conversion, resizing, fitting
 an image to a detector's shape), ``_folders`` / ``_idx`` / ``_download`` (files), ``_dataset``
 (the :class:`Dataset` record), ``_sources`` (mnist, fashion-mnist, kmnist), ``_user`` (the
-user's npz/npy/CSV/folders), ``_mvtec`` (defect datasets with masks), ``_collections`` (inputs
-read batch by batch, with stable ids), ``_rows`` (images left on disk, selected by row),
-``_streamed`` (``data.stream``), ``_load`` (:func:`load_dataset`), ``_synthetic_defects``
-(the generated texture-defect benchmark).
+user's npz/npy/CSV/folders), ``_mvtec`` (defect datasets with masks, read and written),
+``_collections`` (inputs read batch by batch, with stable ids), ``_rows`` (images left on
+disk, selected by row), ``_streamed`` (``data.stream``), ``_load`` (:func:`load_dataset`),
+``_synthetic_defects`` (the generated texture-defect benchmark, family 1: colour patches of
+photographed textures), ``_grey_defects`` (family 2, for testing only: procedural grey
+textures with their own defect kinds).
 """
 
 from reconad.data._collections import (
@@ -26,6 +28,13 @@ from reconad.data._collections import (
 from reconad.data._dataset import Dataset
 from reconad.data._download import MirrorsUnreachable, download, file_md5s
 from reconad.data._folders import FORMATS, IMAGE_SUFFIXES, list_image_folder, read_image
+from reconad.data._grey_defects import (
+    GREY_DEFECT_KINDS,
+    GREY_TEXTURES,
+    add_grey_defect,
+    grey_patches,
+    make_grey_defect_dataset,
+)
 from reconad.data._idx import is_gzip, parse_idx, read_idx, read_idx_bytes
 from reconad.data._images import as_images, float_batch, stored_images
 from reconad.data._load import load_dataset, split_indices
@@ -34,6 +43,7 @@ from reconad.data._mvtec import (
     DefectDataset,
     is_defect_layout,
     read_defect_dataset,
+    write_defect_dataset,
 )
 from reconad.data._prepare import (
     LUMA,
@@ -73,16 +83,17 @@ from reconad.data._user import (
 )
 
 __all__ = [
-    "DEFAULT_BATCH", "DEFECT_KINDS", "FORMATS", "IMAGE_SUFFIXES", "LUMA", "NORMAL_KIND",
-    "SOURCES", "TEXTURES", "TRAIN_ROWS", "ArrayCollection", "Batch", "Collection", "Dataset",
-    "DefectDataset", "FileCollection", "ImageRows", "MirrorsUnreachable", "ParquetCollection",
-    "UserImages", "add_defect", "as_images", "decoded_bytes", "download", "encode_labels",
-    "ensure_files", "file_md5s", "find_files", "fit_channels", "fit_folder_images",
-    "fit_image", "float_batch", "is_defect_layout", "is_gzip", "iter_batches",
-    "list_image_folder", "load_ahead", "load_dataset", "load_images", "load_named",
-    "load_user", "make_defect_dataset", "memory_budget", "names_to_indices", "open_collection",
+    "DEFAULT_BATCH", "DEFECT_KINDS", "FORMATS", "GREY_DEFECT_KINDS", "GREY_TEXTURES",
+    "IMAGE_SUFFIXES", "LUMA", "NORMAL_KIND", "SOURCES", "TEXTURES", "TRAIN_ROWS", "ArrayCollection",
+    "Batch", "Collection", "Dataset", "DefectDataset", "FileCollection", "ImageRows",
+    "MirrorsUnreachable", "ParquetCollection", "UserImages", "add_defect", "add_grey_defect",
+    "as_images", "decoded_bytes", "download", "encode_labels", "ensure_files", "file_md5s",
+    "find_files", "fit_channels", "fit_folder_images", "fit_image", "float_batch", "grey_patches",
+    "is_defect_layout", "is_gzip", "iter_batches", "list_image_folder", "load_ahead",
+    "load_dataset", "load_images", "load_named", "load_user", "make_defect_dataset",
+    "make_grey_defect_dataset", "memory_budget", "names_to_indices", "open_collection",
     "open_streamed", "parse_idx", "prepare", "prepare_changes", "random_patches",
     "read_defect_dataset", "read_idx", "read_idx_bytes", "read_image", "read_raw_arrays",
     "search_dirs", "should_stream", "split_indices", "stored_images", "stratified_sample",
-    "texture_image", "to_nchw",
+    "texture_image", "to_nchw", "write_defect_dataset",
 ]

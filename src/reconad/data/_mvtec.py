@@ -24,6 +24,7 @@ Example (MVTec AD ``bottle``)::
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import numpy as np
 from reconad.data._folders import IMAGE_SUFFIXES, file_id
 from reconad.data._prepare import LUMA
 from reconad.errors import ReconadError
+from reconad.files import atomic_directory
 
 NORMAL_KIND = "good"
 _MVTEC = "train/good, test/<kind>, ground_truth/<kind>"
@@ -135,6 +137,58 @@ def read_defect_dataset(
         ids=np.array([file_id(p, root) for p, _, _, _ in entries]),
         train=np.array([is_train for _, _, _, is_train in entries], dtype=bool),
     )
+
+
+def write_defect_dataset(
+    root: str | Path,
+    train: np.ndarray,
+    test_good: np.ndarray,
+    defects: list[tuple[str, np.ndarray, np.ndarray]],
+    info: dict,
+    overwrite: bool = False,
+) -> Path:
+    """Write images with masks in the MVTec AD layout that :func:`read_defect_dataset` reads.
+
+    ``ROOT/train/good``, ``ROOT/test/good``, ``ROOT/test/<kind>``,
+    ``ROOT/ground_truth/<kind>/<name>_mask.png`` (0/255) and ``ROOT/dataset.json`` (``info``).
+    Names are zero-padded counters (at least 3 digits), counted per folder in the given order.
+
+    Args:
+        root: Output folder (written atomically; must be empty or absent unless ``overwrite``).
+        train: uint8 ``(N, C, H, W)`` normal training images, C = 1 (saved grey) or 3.
+        test_good: uint8 ``(M, C, H, W)`` normal test images.
+        defects: ``(kind, image (C, H, W) uint8, mask (H, W) bool)`` per defective test image.
+        info: What was generated, written as ``dataset.json``.
+        overwrite: Replace an existing non-empty ``root``.
+
+    Returns:
+        ``root`` as a Path.
+    """
+    root = Path(root)
+    digits = max(3, len(str(max(len(train), len(test_good), len(defects)))))
+    counts: dict[str, int] = {}
+    with atomic_directory(root, overwrite) as tmp:
+        for i, image in enumerate(train):
+            _write_png(tmp / "train/good" / f"{i:0{digits}d}.png", image)
+        for i, image in enumerate(test_good):
+            _write_png(tmp / "test/good" / f"{i:0{digits}d}.png", image)
+        for kind, image, mask in defects:
+            name = f"{counts.setdefault(kind, 0):0{digits}d}"
+            counts[kind] += 1
+            _write_png(tmp / "test" / kind / f"{name}.png", image)
+            _write_png(tmp / "ground_truth" / kind / f"{name}_mask.png",
+                       mask[None].astype(np.uint8) * 255)
+        (tmp / "dataset.json").write_text(json.dumps(info, indent=2) + "\n")
+    return root
+
+
+def _write_png(path: Path, pixels: np.ndarray) -> None:
+    """uint8 ``(C, H, W)`` (C = 1 or 3) as a PNG, folders created."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)
+    Image.fromarray(np.ascontiguousarray(array)).save(path)
 
 
 # (image path, mask path or None, kind, in the training split)

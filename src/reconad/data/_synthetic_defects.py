@@ -27,13 +27,12 @@ The dataset is written in the MVTec AD layout read by :func:`reconad.data
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from reconad.data._mvtec import write_defect_dataset
 from reconad.errors import ReconadError
-from reconad.files import atomic_directory
 
 DEFECT_KINDS = ("scratch", "blot", "missing", "color")
 # Texture -> (dark colour, light colour) of its grey ramp.
@@ -186,7 +185,6 @@ def make_defect_dataset(
     Returns:
         ``root`` as a Path.
     """
-    root = Path(root)
     base = texture_image(texture)  # (3, 512, 512)
     split = round(TRAIN_ROWS * base.shape[1])
     if not 16 <= size <= base.shape[1] - split:
@@ -205,36 +203,15 @@ def make_defect_dataset(
     test_good = random_patches(base, n_test_good, size, rows, test_rng)
     clean = random_patches(base, n_test_defect, size, rows, test_rng)
     others = random_patches(texture_image(other_name), n_test_defect, size, rows, defect_rng)
-    digits = max(3, len(str(max(n_train, n_test_good, n_test_defect))))
-    counts = dict.fromkeys(kinds, 0)
-    with atomic_directory(root, overwrite) as tmp:
-        for i, patch in enumerate(train):
-            _write_png(tmp / "train/good" / f"{i:0{digits}d}.png", patch)
-        for i, patch in enumerate(test_good):
-            _write_png(tmp / "test/good" / f"{i:0{digits}d}.png", patch)
-        for i, (patch, other) in enumerate(zip(clean, others, strict=True)):
-            kind = kinds[i % len(kinds)]
-            name = f"{counts[kind]:0{digits}d}"
-            counts[kind] += 1
-            defective, mask = add_defect(patch, kind, defect_rng, other)
-            _write_png(tmp / "test" / kind / f"{name}.png", defective)
-            _write_png(tmp / "ground_truth" / kind / f"{name}_mask.png",
-                       mask[None].astype(np.uint8) * 255)
-        info = {"generator": "reconad.data.make_defect_dataset",
-                "texture": texture, "other_texture": other_name, "size": size, "seed": seed,
-                "n_train": n_train, "n_test_good": n_test_good, "n_test_defect": n_test_defect,
-                "defects": {k: v for k, v in counts.items() if v},
-                "channels": "RGB: the grey skimage texture mapped on a dark-to-light colour ramp",
-                "train_rows": f"top {TRAIN_ROWS:.0%} of the texture; test from the rest"}
-        (tmp / "dataset.json").write_text(json.dumps(info, indent=2) + "\n")
-    return root
-
-
-def _write_png(path: Path, pixels: np.ndarray) -> None:
-    """uint8 ``(C, H, W)`` (C = 1 or 3) as a PNG, folders created."""
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    array = pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)
-    Image.fromarray(np.ascontiguousarray(array)).save(path)
-
+    defects = []
+    for i, (patch, other) in enumerate(zip(clean, others, strict=True)):
+        kind = kinds[i % len(kinds)]
+        defects.append((kind, *add_defect(patch, kind, defect_rng, other)))
+    counts = {k: sum(kind == k for kind, _, _ in defects) for k in kinds}
+    info = {"generator": "reconad.data.make_defect_dataset",
+            "texture": texture, "other_texture": other_name, "size": size, "seed": seed,
+            "n_train": n_train, "n_test_good": n_test_good, "n_test_defect": n_test_defect,
+            "defects": {k: v for k, v in counts.items() if v},
+            "channels": "RGB: the grey skimage texture mapped on a dark-to-light colour ramp",
+            "train_rows": f"top {TRAIN_ROWS:.0%} of the texture; test from the rest"}
+    return write_defect_dataset(root, train, test_good, defects, info, overwrite)
