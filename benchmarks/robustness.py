@@ -50,7 +50,7 @@ from reconad.errors import ReconadError
 from reconad.pipeline import run
 from reconad.scenarios import Splits, make_splits
 
-from .common import Context, machine, mean_std
+from .common import Context, machine, mean_std, write_results
 from .robustness_data import COLLECTIONS, VERSION, build
 
 PRESETS = ("default", "one-class-mnist", "conv-rgb", "defects", "defects-ssim")
@@ -291,9 +291,9 @@ def main(argv: list[str] | None = None) -> int:
               "command": " ".join(["python -m benchmarks.robustness", *(argv or sys.argv[1:])]),
               "date": datetime.now().astimezone().isoformat(timespec="seconds"),
               "machine": machine(), "quick": args.quick, "rows": rows}
-    path = args.out / f"{args.name}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {path}")
+    rows = report.pop("rows")
+    paths = write_results(args.out, args.name, report, rows)
+    print("wrote " + ", ".join(map(str, paths)))
     return 0
 
 
