@@ -17,7 +17,7 @@ from reconad.config import load_config
 from reconad.detector import Detector
 from reconad.errors import ReconadError
 from reconad.models import TiledAutoencoder
-from reconad.score import reconstruct
+from reconad.score import reconstruct, reduce_map
 
 RNG = np.random.default_rng(0)
 IMAGES = RNG.uniform(0, 1, (24, 1, 16, 16)).astype(np.float32)
@@ -46,6 +46,14 @@ def test_map_score_reductions_match_numpy(kind, reduction):
                 "topk": np.sort(maps, axis=1)[:, ::-1][:, :k].mean(1)}[reduction]
     assert_close(det.anomaly_score(IMAGES[:5]), expected, f"{kind} {reduction} score")
     assert_close(det.anomaly_maps(IMAGES[:5]).reshape(5, -1), maps, "maps")
+
+
+@pytest.mark.parametrize("n", [513, 514])  # two passes of 256 and a lone image, or two
+def test_map_scores_reduced_pass_by_pass_equal_the_whole_stack(n):
+    det = _fit({"map": "squared", "reduction": "mean", "standardize": True})
+    x = np.repeat(IMAGES, math.ceil(n / len(IMAGES)), axis=0)[:n]
+    whole = reduce_map(torch.from_numpy(det.anomaly_maps(x)), "mean").double().numpy()
+    np.testing.assert_array_equal(det.anomaly_score(x), whole)
 
 
 def test_standardised_map_matches_numpy():
