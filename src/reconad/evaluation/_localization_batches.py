@@ -105,8 +105,9 @@ def localization_thresholds(
         core = np.concatenate([core, distinct])
     # the grid: uniform in asinh(value / scale), scale the normal values' interquartile range
     # (even steps near the bulk, even relative steps in long tails), n_uniform steps over the
-    # sample's range widened by that range on both sides; beyond, steps of at most 2^(1/64)
-    # (1.1 %) in relative size out to float32's largest value, the one unbounded bin past it
+    # sample's range widened by that range on both sides; beyond, relative steps of 2^(1/64)
+    # (1.1 %; the grid's own where coarser) out to float32's largest value, one unbounded bin
+    # past it at each end
     lo, hi = float(maps.min()), float(maps.max())
     span = hi - lo if hi > lo else max(abs(hi), 1.0)
     scale = float(np.subtract(*np.quantile(normal, [0.75, 0.25]))) or span
@@ -172,9 +173,11 @@ class _Counts:
         if defined:
             # trapezoids of the ROC curve in whole pixel counts (Python integers: no rounding,
             # so a perfect map scores exactly 1.0)
-            fp = np.r_[0, np.cumsum(self.normal[::-1])].tolist()
-            tp = np.r_[0, np.cumsum(self.defect[::-1])].tolist()
-            area = sum((fp[k + 1] - fp[k]) * (tp[k] + tp[k + 1]) for k in range(len(fp) - 1))
+            normal = self.normal[::-1]  # from the highest bin down
+            tp = np.r_[0, np.cumsum(self.defect[::-1])]
+            steps = np.flatnonzero(normal)  # the bins where the FPR moves
+            area = sum(n * (a + b) for n, a, b in zip(
+                normal[steps].tolist(), tp[steps].tolist(), tp[steps + 1].tolist(), strict=True))
             auroc = area / (2 * n_normal * n_defect)
             fpr, _, overlap = self.curves()
             pro = area_under(fpr, overlap, max_fpr) / max_fpr
