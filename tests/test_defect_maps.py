@@ -17,7 +17,7 @@ from reconad.config import load_config
 from reconad.detector import Detector
 from reconad.errors import ReconadError
 from reconad.models import TiledAutoencoder
-from reconad.score import reconstruct
+from reconad.score import reconstruct, reduce_map
 
 RNG = np.random.default_rng(0)
 IMAGES = RNG.uniform(0, 1, (24, 1, 16, 16)).astype(np.float32)
@@ -46,6 +46,14 @@ def test_map_score_reductions_match_numpy(kind, reduction):
                 "topk": np.sort(maps, axis=1)[:, ::-1][:, :k].mean(1)}[reduction]
     assert_close(det.anomaly_score(IMAGES[:5]), expected, f"{kind} {reduction} score")
     assert_close(det.anomaly_maps(IMAGES[:5]).reshape(5, -1), maps, "maps")
+
+
+@pytest.mark.parametrize("n", [513, 514])  # two passes of 256 and a lone image, or two
+def test_map_scores_reduced_pass_by_pass_equal_the_whole_stack(n):
+    det = _fit({"map": "squared", "reduction": "mean", "standardize": True})
+    x = np.repeat(IMAGES, math.ceil(n / len(IMAGES)), axis=0)[:n]
+    whole = reduce_map(torch.from_numpy(det.anomaly_maps(x)), "mean").double().numpy()
+    np.testing.assert_array_equal(det.anomaly_score(x), whole)
 
 
 def test_standardised_map_matches_numpy():
@@ -163,6 +171,44 @@ def test_generated_mvtec_tree_through_reconad_run(defect_run):
     assert metrics["chosen_threshold"] == "quantile"
     assert (run / "plots" / "overlays.png").is_file()
     assert "Defect localisation" in (run / "report.html").read_text()
+
+
+def test_run_localization_equals_the_exact_metrics_of_the_whole_stack(defect_run, monkeypatch):
+    """metrics.json's numbers, counted batch by batch, against the exact functions on all the
+    eval maps at once; then in batches of 4 maps with thresholds from the first batch."""
+    from sklearn.metrics import roc_auc_score
+
+    from reconad import pipeline
+    from reconad.data import load_dataset
+    from reconad.evaluation import pro_score
+    from reconad.scenarios import make_splits
+
+    _, run = defect_run
+    config = load_config(run / "config.yaml")
+    written = json.loads((run / "metrics.json").read_text())["eval"]["localization"]
+    detector = Detector.load(run / "detector.safetensors")
+    dataset = load_dataset(config.data, config.seed)
+    s = make_splits(dataset, config.scenario, config.seed).sets["eval"]
+    maps = detector.anomaly_maps(s.x)  # (12, 32, 32) float32, all at once
+    groups = pipeline._kinds(s, dataset.class_names)
+
+    def exact(keep):
+        return {"pixel_auroc": roc_auc_score(s.masks[keep].ravel(), maps[keep].ravel()),
+                "pro": pro_score(maps[keep], s.masks[keep], n_thresholds=maps.size)}
+
+    monkeypatch.setattr(pipeline, "images_per_pass", lambda shape: 4)
+    monkeypatch.setattr(pipeline, "MAP_PIXELS_PER_BATCH", 1)  # batches of 4 maps
+    batched = pipeline.localization(detector, s, groups, config.seed)
+    for kind in [None, "blot", "color", "missing", "scratch"]:
+        keep = np.ones(len(s.masks), bool) if kind is None else np.isin(groups, ["normal", kind])
+        want = exact(keep)
+        # metrics.json: 12 maps in one batch, every value a threshold: exact
+        for got, tolerance in [(written, 1e-9), (batched, 1e-4)]:
+            got = got if kind is None else got["groups"][kind]
+            for key in ("pixel_auroc", "pro"):
+                assert got[key] == pytest.approx(want[key], abs=tolerance), (kind, key)
+    assert {k: v for k, v in batched.items() if k not in ("pixel_auroc", "pro", "groups")} == {
+        k: v for k, v in written.items() if k not in ("pixel_auroc", "pro", "groups")}
 
 
 def test_score_maps_writes_one_png_per_image(defect_run, tmp_path):

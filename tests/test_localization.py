@@ -1,14 +1,26 @@
-"""Pixel AUROC and PRO against brute-force oracles and analytic cases."""
+"""Pixel AUROC and PRO against brute-force oracles and analytic cases; the batch-by-batch
+accumulator against the exact functions and scikit-learn, and its memory against the number of
+images."""
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
-from scipy.ndimage import label
+from scipy.ndimage import gaussian_filter, label
 from sklearn.metrics import roc_auc_score
 
 from reconad.errors import ReconadError
-from reconad.evaluation import area_under, localization_metrics, pixel_auroc, pro_curve, pro_score
+from reconad.evaluation import (
+    LocalizationAccumulator,
+    area_under,
+    localization_metrics,
+    localization_thresholds,
+    pixel_auroc,
+    pro_curve,
+    pro_score,
+)
 
 
 def _brute_force_pro(maps, masks, max_fpr=0.3):
@@ -157,3 +169,169 @@ def test_each_defect_kind_is_also_evaluated_with_the_normal_images():
     assert found["pro"] > result["pro"] > missed["pro"]
     with pytest.raises(ReconadError, match="one group per image"):
         localization_metrics(maps, masks, groups[:4])
+
+
+# ---------------------------------------------------------------------------------------------
+# LocalizationAccumulator: binned counts, fed batch by batch
+
+BINNED_TOLERANCE = 1e-4  # documented in evaluation/_localization_batches.py
+
+
+def _structured(kind: str, n: int = 80, side: int = 48, seed: int = 0):
+    """Half the images with a rectangular defect (1-11 pixels a side), float32 maps."""
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((n, side, side), bool)
+    for i in range(n // 2, n):
+        top, left = rng.integers(0, side - 12, 2)
+        masks[i, top:top + rng.integers(1, 12), left:left + rng.integers(1, 12)] = True
+    noise = rng.normal(0, 1, masks.shape)
+    if kind == "random":
+        maps = rng.uniform(0, 1, masks.shape)
+    elif kind == "normal":
+        maps = noise + masks
+    elif kind == "smooth":  # spatially correlated, a clear signal
+        maps = gaussian_filter(noise + 2 * masks, (0, 2, 2))
+    elif kind == "drift":  # later images brighter: the first batch (stored order) misleads
+        maps = np.exp(noise + 0.8 * masks + np.linspace(0, 2, n)[:, None, None])
+    elif kind == "heavy":  # a long tail far beyond any one batch's range, as standardised maps
+        maps = rng.standard_t(1.5, masks.shape) ** 3 + 20 * masks
+    else:  # "ties": 101 distinct values
+        maps = np.round(rng.uniform(0, 1, masks.shape) + 0.3 * masks, 2)
+    return maps.astype(np.float32), masks
+
+
+def _accumulate(maps, masks, batch: int, groups=None, shuffle: bool = True,
+                **kwargs) -> LocalizationAccumulator:
+    """Thresholds from the first batch (seeded random order, or stored order), then batches."""
+    order = np.random.default_rng(7).permutation(len(maps)) if shuffle else np.arange(len(maps))
+    acc = None
+    for start in range(0, len(maps), batch):
+        idx = np.sort(order[start:start + batch])
+        if acc is None:
+            acc = LocalizationAccumulator(localization_thresholds(maps[idx], masks[idx]), **kwargs)
+        acc.add(maps[idx], masks[idx], None if groups is None else groups[idx])
+    return acc
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("kind", ["random", "normal", "smooth", "drift", "heavy", "ties"])
+def test_binned_metrics_equal_the_exact_ones_within_the_documented_tolerance(kind, shuffle):
+    maps, masks = _structured(kind)
+    exact_auroc = roc_auc_score(masks.ravel(), maps.ravel())
+    exact_pro = pro_score(maps, masks, n_thresholds=maps.size)  # every distinct value
+    acc = _accumulate(maps, masks, batch=2, shuffle=shuffle)  # the first 2 maps: the sample
+    result, bounds = acc.result(), acc.error_bounds()
+    auroc_error = abs(result["pixel_auroc"] - exact_auroc)
+    pro_error = abs(result["pro"] - exact_pro)
+    assert auroc_error <= BINNED_TOLERANCE and pro_error <= BINNED_TOLERANCE
+    assert auroc_error <= bounds["pixel_auroc"] + 1e-12 and pro_error <= bounds["pro"] + 1e-12
+    if kind == "ties":  # every value a threshold: exact
+        assert auroc_error < 1e-12 and pro_error < 1e-12
+    else:  # the bounds themselves are small when the bins split the normal pixels evenly
+        assert bounds["pixel_auroc"] < 1e-3 and bounds["pro"] < 1e-3
+    counts = {"n_images": 80, "n_pixels": maps.size, "n_defect_pixels": int(masks.sum()),
+              "n_regions": 40, "pro_max_fpr": 0.3}
+    assert {k: result[k] for k in counts} == counts
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_binned_metrics_of_few_distinct_values_equal_the_brute_force_definition(seed):
+    maps, masks = _tiny_case(seed)
+    _, _, score_bf = _brute_force_pro(maps, masks)
+    for result in (localization_metrics(maps, masks), _accumulate(maps, masks, 1).result()):
+        assert result["pro"] == pytest.approx(score_bf, abs=1e-12)
+        assert result["pixel_auroc"] == pytest.approx(
+            roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-12)
+
+
+def test_constant_maps_score_chance_like_the_exact_functions():
+    _, masks = _structured("random", n=10, side=16)
+    maps = np.full(masks.shape, 0.25, np.float32)
+    result = _accumulate(maps, masks, batch=3).result()
+    assert result["pixel_auroc"] == pixel_auroc(maps, masks) == 0.5
+    assert result["pro"] == pytest.approx(pro_score(maps, masks), abs=1e-12)
+    assert result["pro"] == pytest.approx(0.15)
+
+
+def test_images_without_defects_and_sets_of_all_defects():
+    maps, masks = _structured("normal", n=12, side=16)
+    acc = _accumulate(maps, masks, batch=2, shuffle=False)  # first batches: defect-free
+    assert acc.result()["pixel_auroc"] == pytest.approx(pixel_auroc(maps, masks), abs=1e-4)
+    clean = LocalizationAccumulator(localization_thresholds(maps[:6], masks[:6]))
+    clean.add(maps[:6], masks[:6])
+    assert clean.result()["pixel_auroc"] is None and clean.result()["pro"] is None
+    assert clean.error_bounds() == {"pixel_auroc": None, "pro": None}
+    full = np.ones((2, 8, 8), bool)  # every pixel a defect: thresholds from all pixels
+    everything = LocalizationAccumulator(localization_thresholds(maps[:2, :8, :8], full))
+    everything.add(maps[:2, :8, :8], full)
+    result = everything.result()
+    assert result["pixel_auroc"] is None and result["pro"] is None
+    assert result["n_regions"] == 2 and result["n_defect_pixels"] == 128
+    assert localization_metrics(maps[:2, :8, :8], full) == result
+
+
+def test_groups_are_each_evaluated_with_the_normal_images_in_batches():
+    maps, masks = _structured("smooth", n=30, side=24)
+    groups = np.array(["good"] * 15 + ["scratch", "stain"] * 7 + ["scratch"])
+    result = _accumulate(maps, masks, batch=4, groups=groups).result()
+    for kind in ("scratch", "stain"):
+        keep = (groups == "good") | (groups == kind)
+        got = result["groups"][kind]
+        assert got["pixel_auroc"] == pytest.approx(
+            roc_auc_score(masks[keep].ravel(), maps[keep].ravel()), abs=BINNED_TOLERANCE)
+        assert got["pro"] == pytest.approx(
+            pro_score(maps[keep], masks[keep], n_thresholds=maps.size), abs=BINNED_TOLERANCE)
+        assert got["n_images"] == keep.sum()
+    assert set(result) - {"groups"} == set(result["groups"]["stain"])
+    whole = localization_metrics(maps, masks, groups)  # thresholds from all maps
+    for kind in ("scratch", "stain"):
+        for key in ("pixel_auroc", "pro"):
+            assert whole["groups"][kind][key] == pytest.approx(result["groups"][kind][key],
+                                                               abs=2 * BINNED_TOLERANCE)
+
+
+def test_bad_batches_and_thresholds_are_one_line_errors():
+    maps, masks = _structured("normal", n=4, side=16)
+    acc = LocalizationAccumulator(localization_thresholds(maps, masks))
+    bad = maps.copy()
+    bad[1, 2, 3] = np.nan
+    for call, pattern in [
+        (lambda: acc.add(bad, masks), "NaN"),
+        (lambda: acc.add(maps, masks[:, :4]), "must both be"),
+        (lambda: LocalizationAccumulator([0.0, 0.0]), "strictly increasing"),
+        (lambda: LocalizationAccumulator([0.0, np.inf]), "strictly increasing"),
+        (lambda: LocalizationAccumulator([0.0], max_fpr=0), "integration limit"),
+        (lambda: localization_thresholds(bad, masks), "NaN"),
+    ]:
+        with pytest.raises(ReconadError, match=pattern) as info:
+            call()
+        assert "\n" not in str(info.value)
+    acc.add(maps, masks)
+    with pytest.raises(ReconadError, match="every batch"):
+        acc.add(maps, masks, ["good"] * 4)
+    with pytest.raises(ReconadError, match="one group per image"):
+        LocalizationAccumulator([0.0]).add(maps, masks, ["good"] * 3)
+
+
+def _peak_bytes(n_batches: int, per_batch: int = 4, side: int = 256) -> int:
+    """tracemalloc peak of accumulating ``n_batches`` synthetic map batches made on the fly."""
+    tracemalloc.start()
+    try:
+        acc = None
+        for b in range(n_batches):
+            rng = np.random.default_rng(b)
+            masks = np.zeros((per_batch, side, side), bool)
+            masks[1::2, 40:90, 100:130] = True
+            maps = (rng.normal(0, 1, masks.shape) + masks).astype(np.float32)
+            if acc is None:
+                acc = LocalizationAccumulator(localization_thresholds(maps, masks))
+            acc.add(maps, masks, np.where(np.arange(per_batch) % 2, "defect", "good"))
+        assert acc.result()["n_images"] == n_batches * per_batch
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_accumulator_memory_is_flat_in_the_number_of_images():
+    small, large = _peak_bytes(3), _peak_bytes(12)
+    assert large <= 1.2 * small, (small, large)

@@ -24,7 +24,13 @@ from reconad.config import Config, config_to_yaml
 from reconad.data import float_batch, load_dataset
 from reconad.detector import Detector
 from reconad.errors import ReconadError
-from reconad.evaluation import evaluate_sets, group_stats, localization_metrics
+from reconad.evaluation import (
+    LocalizationAccumulator,
+    evaluate_sets,
+    group_stats,
+    localization_metrics,
+    localization_thresholds,
+)
 from reconad.files import (
     atomic_directory,
     check_writable,
@@ -35,11 +41,15 @@ from reconad.files import (
 from reconad.report import write_report
 from reconad.rundir import write_history, write_scores
 from reconad.scenarios import EvalSet, Splits, make_splits
+from reconad.score import images_per_pass
 
 SAMPLES_PER_GROUP = 8
 GALLERY_SIZE = 16
 CHECKPOINT = "checkpoint.pt"  # in the run's partial folder while training; never in the run
 TRAIN_SCORE_SAMPLE = 5_000  # training images scored for metrics.json's "train" statistics
+# Anomaly-map pixels made and counted at once for the localisation metrics (whole scoring
+# passes: 21 maps of 3x256x256 images, 2,560 of MNIST), 8 MB of float32 maps.
+MAP_PIXELS_PER_BATCH = 2**21
 
 
 @dataclass
@@ -174,9 +184,8 @@ def _run_in(config: Config, out: Path, tmp: Path | None, progress: bool, console
     metrics.update(set_metrics)  # one entry per evaluated set, thresholds chosen on dev
     for name, s in splits.sets.items():  # sets whose images have defect masks
         if s.masks is not None:
-            metrics[name]["localization"] = localization_metrics(
-                detector.anomaly_maps(s.x), s.masks, _kinds(s, dataset.class_names),
-                normal_group="normal", seed=config.seed)
+            metrics[name]["localization"] = localization(
+                detector, s, _kinds(s, dataset.class_names), config.seed)
 
     run_dir = None
     if tmp is not None:
@@ -204,6 +213,30 @@ def score_sets(detector: Detector, sets: dict[str, EvalSet]) -> dict[str, np.nda
         known.update(zip(ids[new].tolist(), fresh.tolist(), strict=True))
         scores[name] = np.array([known[key] for key in ids], dtype=np.float64)
     return scores
+
+
+def localization(detector: Detector, s: EvalSet, groups: np.ndarray, seed: int) -> dict:
+    """``s``'s pixel AUROC and AU-PRO (:class:`reconad.evaluation.LocalizationAccumulator`),
+    each group's (``normal`` the normal images) with the normal images: the anomaly maps are
+    made and counted a batch at a time, so memory does not grow with the number of images.
+    The batches take the images in a seeded random order, so the first one, on which the
+    thresholds are chosen, is a sample of the whole set."""
+    masks = s.masks
+    if not len(masks):
+        return localization_metrics(np.zeros(masks.shape, np.float32), masks, groups, "normal")
+    image_pixels = int(np.prod(masks.shape[1:]))
+    pass_size = images_per_pass(s.x.shape[1:])
+    step = pass_size * max(1, MAP_PIXELS_PER_BATCH // (pass_size * image_pixels))
+    order = np.random.default_rng(seed).permutation(len(masks))
+    accumulator = None
+    for start in range(0, len(order), step):
+        idx = np.sort(order[start:start + step])
+        maps, batch_masks = detector.anomaly_maps(s.x[idx]), np.asarray(masks[idx])
+        if accumulator is None:
+            accumulator = LocalizationAccumulator(
+                localization_thresholds(maps, batch_masks, seed=seed), normal_group="normal")
+        accumulator.add(maps, batch_masks, groups[idx])
+    return accumulator.result()
 
 
 def _sample(images: np.ndarray, seed: int) -> np.ndarray:

@@ -12,17 +12,20 @@
   knows nothing gives about ``max_fpr / 2`` = 0.15. This is the definition of MVTec's
   evaluation code and anomalib's AUPRO.
 
-The curve is exact (every distinct map value a threshold) when there are at most
-``n_thresholds`` pixels; otherwise the thresholds are quantiles of the normal pixels' values
-spaced evenly in FPR over ``[0, max_fpr]``, so the integral is accurate to about
-``max_fpr / n_thresholds``. Each pixel is binned once (``searchsorted``) and the counts per
-threshold are cumulative sums: ``O(pixels * log(thresholds))``, chunked over images.
+These functions take the whole ``(N, H, W)`` stack and are the exact reference: the PRO curve
+is exact (every distinct map value a threshold) when there are at most ``n_thresholds``
+pixels; otherwise the thresholds are quantiles of the normal pixels' values spaced evenly in
+FPR over ``[0, max_fpr]``, so the integral is accurate to about ``max_fpr / n_thresholds``.
+Each pixel is binned once (``searchsorted``) and the counts per threshold are cumulative sums:
+``O(pixels * log(thresholds))``, chunked over images. Runs use
+:mod:`reconad.evaluation._localization_batches` (``localization_metrics`` and the
+``LocalizationAccumulator``), which counts maps batch by batch in memory independent of the
+number of images.
 
 >>> masks = np.zeros((2, 8, 8), bool); masks[1, 2:4, 2:5] = True
 >>> maps = masks.astype(float)  # a perfect map
->>> result = localization_metrics(maps, masks)
->>> round(result["pro"], 6), result["pixel_auroc"], result["n_regions"]
-(1.0, 1.0, 1)
+>>> round(pro_score(maps, masks), 6), pixel_auroc(maps, masks)
+(1.0, 1.0)
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ _STRUCTURE = np.zeros((3, 3, 3), dtype=bool)
 _STRUCTURE[1] = True
 
 
-def _check(maps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
+def check_maps_and_masks(maps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(maps, masks)`` as ``(N, H, W)`` arrays (one map may be ``(H, W)``), masks bool; a
+    one-line error for shapes that differ and for NaN or infinite map values."""
     maps, masks = np.asarray(maps), np.asarray(masks)
     if maps.ndim == 2:
         maps, masks = maps[None], masks[None]
@@ -70,7 +75,7 @@ def pixel_auroc(
     """
     from sklearn.metrics import roc_auc_score
 
-    maps, masks = _check(maps, masks)
+    maps, masks = check_maps_and_masks(maps, masks)
     scores, labels = maps.ravel(), masks.ravel()
     n_pos = int(labels.sum())
     if n_pos == 0 or n_pos == labels.size:
@@ -107,7 +112,7 @@ def pro_curve(
         ``(fpr, pro)``, float64 ``(T + 1,)`` each, FPR increasing from the point (0, 0) at an
         infinite threshold to (1, 1) at the lowest map value.
     """
-    maps, masks = _check(maps, masks)
+    maps, masks = check_maps_and_masks(maps, masks)
     normal_values = maps[~masks]
     if normal_values.size == 0 or not masks.any():
         raise ReconadError("the PRO curve needs defect regions and normal pixels; evaluate on "
@@ -169,60 +174,8 @@ def pro_score(
     """
     if not 0 < max_fpr <= 1:
         raise ReconadError(f"PRO integration limit {max_fpr} must lie in (0, 1] (usually 0.3)")
-    maps, masks = _check(maps, masks)
+    maps, masks = check_maps_and_masks(maps, masks)
     if not masks.any() or masks.all():
         return None
     fpr, pro = pro_curve(maps, masks, max_fpr, n_thresholds)
     return area_under(fpr, pro, max_fpr) / max_fpr
-
-
-def localization_metrics(
-    maps: np.ndarray,
-    masks: np.ndarray,
-    groups: np.ndarray | None = None,
-    normal_group: str = "good",
-    max_fpr: float = 0.3,
-    max_pixels: int = 4_000_000,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Pixel AUROC, AU-PRO and counts, JSON-ready (None where undefined), for ``metrics.json``.
-
-    Args:
-        maps: ``(N, H, W)`` anomaly maps of the test images (normal and defective).
-        masks: ``(N, H, W)`` bool ground truth (all False for normal images).
-        groups: ``(N,)`` defect kind of each image (``normal_group`` for normal ones); if
-            given, every other kind is also evaluated alone, on the normal images plus its own.
-        normal_group: The group name of the normal images.
-        max_fpr: PRO integration limit.
-        max_pixels: Pixel subsample cap of the pixel AUROC.
-        seed: Seed of that subsample.
-
-    Returns:
-        ``{"pixel_auroc", "pro", "pro_max_fpr", "n_images", "n_pixels", "n_defect_pixels",
-        "n_regions"}``, plus ``"groups": {kind: the same keys}`` when ``groups`` is given.
-    """
-    from scipy.ndimage import label
-
-    maps, masks = _check(maps, masks)
-    result = {
-        "pixel_auroc": pixel_auroc(maps, masks, max_pixels, seed),
-        "pro": pro_score(maps, masks, max_fpr),
-        "pro_max_fpr": max_fpr,
-        "n_images": int(len(maps)),
-        "n_pixels": int(masks.size),
-        "n_defect_pixels": int(masks.sum()),
-        "n_regions": int(label(masks, structure=_STRUCTURE)[1]),
-    }
-    if groups is not None:
-        groups = np.asarray(groups).astype(str)
-        if groups.shape != (len(maps),):
-            raise ReconadError(f"{groups.shape[0] if groups.ndim else 1} group names for "
-                               f"{len(maps)} anomaly maps; give one group per image")
-        normal = groups == normal_group
-        result["groups"] = {
-            kind: localization_metrics(maps[normal | (groups == kind)],
-                                       masks[normal | (groups == kind)], None, normal_group,
-                                       max_fpr, max_pixels, seed)
-            for kind in sorted(set(groups.tolist()) - {normal_group})
-        }
-    return result

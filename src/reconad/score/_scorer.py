@@ -154,7 +154,10 @@ class Scorer:
         """Each part's raw score of ``x`` (N, C, H, W): ``{part: (N,) float64}``."""
         cfg = self.config
         if cfg.map != "none":  # the config allows no other part beside a map
-            return self._map_parts(self.maps(model, x))
+            # one scoring pass of maps at a time, reduced at once: no (N, H, W) stack is held
+            parts = [self._map_parts(self.maps(model, x[part]))["recon"]
+                     for part in _pass_slices(len(x), images_per_pass(x.shape[1:]))]
+            return {"recon": np.concatenate(parts) if parts else np.empty(0)}
         return score_parts(model, x, cfg.parts, cfg.kind, self.bank, cfg.knn_k, cfg.complexity,
                            (cfg.tta_shift, cfg.tta_rotation, cfg.tta_zoom))
 
@@ -235,6 +238,18 @@ class Scorer:
         scorer.color_stats = _color_stats(tensors, config, shape[0])
         scorer.normalizers = _normalizers(tensors, config, shape)
         return scorer
+
+
+def _pass_slices(n: int, size: int) -> list[slice]:
+    """``range(n)`` in slices of ``size`` (whole scoring passes: the maps are those of one call
+    on all ``n``), a lone last image joined to the slice before it: torch reduces a one-row
+    batch across threads, in another order than the same row among others."""
+    starts = list(range(0, n, size))
+    if not starts:
+        return []
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return [slice(start, end) for start, end in zip(starts, starts[1:] + [n], strict=True)]
 
 
 def _normalizers(tensors: dict[str, torch.Tensor], config: ScoreConfig,
