@@ -22,13 +22,14 @@ from torch import nn
 from reconad.config import ModelConfig
 from reconad.errors import ReconadError
 from reconad.models._base import Autoencoder
+from reconad.models._segmenting import SegmentingAutoencoder, TrainingOutputs
 from reconad.models._tiled import TiledAutoencoder, coverage, sliding_window, tile_starts
 from reconad.models.conv import ConvAutoencoder
 from reconad.models.dense import DenseAutoencoder
 from reconad.models.ensemble import EnsembleAutoencoder
 
 __all__ = ["Autoencoder", "ConvAutoencoder", "DenseAutoencoder", "EnsembleAutoencoder",
-           "TiledAutoencoder", "build_model", "count_parameters", "coverage", "sliding_window",
+           "SegmentingAutoencoder", "TiledAutoencoder", "TrainingOutputs", "build_model", "count_parameters", "coverage", "sliding_window",
            "tile_starts"]
 
 
@@ -63,6 +64,12 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int],
 def _autoencoder(cfg: ModelConfig, input_shape: tuple[int, int, int],
                  n_classes: int) -> Autoencoder:
     shape = _check_shape(input_shape)
+    if cfg.kind == "draem":
+        if min(shape[1:]) < 2 ** (len(cfg.channels) - 1):
+            raise ReconadError(
+                f"{shape[1]}x{shape[2]} images (or train.crop) are too small for the "
+                f"{len(cfg.channels)} levels of model.channels; use fewer levels")
+        return SegmentingAutoencoder(shape, list(cfg.channels), cfg.reconstruct)
     size = math.prod(shape)
     if (cfg.kind == "dense" or cfg.bottleneck) and cfg.latent > size:
         raise ReconadError(
