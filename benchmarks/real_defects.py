@@ -15,15 +15,17 @@ Rows, one per method and seed (``--seeds N``: seeds 0..N-1):
 
 Image AUROC (all test tiles, and each defect kind against the normal ones), pixel AUROC and
 AU-PRO up to FPR 0.3 (:func:`reconad.evaluation.localization_metrics`, as metrics.json has
-them), ``seconds`` (the run's wall time: loading, training, scoring) and ``peak_rss_mib`` (of
-the process that ran it: every run is its own process). The headline holds each metric's mean
+them), ``seconds`` (the run's wall time: loading, training, scoring), ``cpu_seconds`` (its
+CPU time, all threads: on a shared machine the wall time says little) and ``peak_rss_mib``
+(of the process that ran it: every run is its own process). The headline holds each metric's mean
 over seeds per method (``image_auroc``, ``pixel_auroc``, ``pro``: one table of methods each),
 ``per_kind`` and ``seconds`` / ``peak_rss_mib`` per method.
 
     python benchmarks/run.py real-defects [--seeds 3] [--data-dir DIR] [--quick]
 
 The data folder is ``--data-dir`` when it holds ``train/good``, else ``$RECONAD_MTD_DEV``, else
-``../shared/data/mtd-dev`` beside the repository. ``--quick``: 20 training steps, for trying
+``../shared/data/mtd-dev`` beside the repository. The rows so far are written to
+``real-defects.partial.json`` after every run (``summarise`` makes the headline from them). ``--quick``: 20 training steps, for trying
 the benchmark out (numbers meaningless).
 """
 
@@ -41,6 +43,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 
 from reconad.errors import ReconadError
+from reconad.files import write_json_atomic
 
 SIZE = 128  # the defects preset's working size
 METHODS = ("defects", "defects-ssim", "kNN on pixels")
@@ -87,11 +90,11 @@ def reconad_job(preset: str, root: str, seed: int, overrides: list[str]) -> dict
     from reconad.pipeline import run
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     config = load_config(preset, [f"data.source={root}", f"seed={seed}", *EXTRA[preset],
                                   *overrides])
     result = run(config, write=False, progress=False)
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     loc = result.metrics["eval"]["localization"]
     data = read_defect_dataset(root, (SIZE, SIZE))
     test = data.subset(~data.train)
@@ -102,7 +105,8 @@ def reconad_job(preset: str, root: str, seed: int, overrides: list[str]) -> dict
            **{f"pro_{k}": g["pro"] for k, g in loc["groups"].items()},
            "run_image_auroc": result.metrics["eval"]["auroc"],
            "steps_or_epochs": (config.train.steps or config.train.epochs),
-           "seconds": round(seconds, 1), "peak_rss_mib": round(_peak_rss_mib(), 1)}
+           "seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
+           "peak_rss_mib": round(_peak_rss_mib(), 1)}
     return row
 
 
@@ -145,6 +149,7 @@ def summarise(rows: list[dict]) -> dict:
     out["per_kind"] = {kind: {key: {m: mean(m, f"{key}_{kind}") for m in methods}
                               for key in METRICS} for kind in kinds}
     out["seconds"] = {m: mean(m, "seconds") for m in methods}
+    out["cpu_seconds"] = {m: mean(m, "cpu_seconds") for m in methods}
     out["peak_rss_mib"] = {m: max(r["peak_rss_mib"] for r in rows if r["method"] == m)
                            for m in methods}
     out["seeds_per_method"] = {m: sum(r["method"] == m for r in rows) for m in methods}
@@ -159,6 +164,7 @@ def real_defects(ctx) -> tuple[dict, list[dict]]:
         for preset in METHODS[:2]:
             overrides = [*(QUICK[preset] if ctx.quick else []), *ctx.sets]
             rows.append(_in_process(reconad_job, preset, root, seed, overrides))
+            write_json_atomic(ctx.out / "real-defects.partial.json", {"rows": rows})
             print(f"{preset} seed {seed}: " + ", ".join(
                 f"{k} {rows[-1][k]:.3f}" for k in METRICS) + f", {rows[-1]['seconds']} s",
                 flush=True)

@@ -67,8 +67,11 @@ def make_splits(dataset: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
         ReconadError: labels missing for a scenario that needs them, a class selection that
             leaves the normal or an anomaly group empty, or a fraction leaving a part empty.
     """
-    cfg = resolve_class_names(cfg, dataset)
-    splits = _SCENARIOS[cfg.kind](dataset, cfg, seed)
+    if cfg.kind == "one-class" and dataset.train_y is None and dataset.test_y is None:
+        splits = _all_normal(dataset, cfg, seed)  # a folder of normal images, no classes
+    else:
+        cfg = resolve_class_names(cfg, dataset)
+        splits = _SCENARIOS[cfg.kind](dataset, cfg, seed)
     if dataset.masks is not None:
         splits = replace(splits, sets={name: replace(s, masks=_masks_of(s.ids, dataset))
                                        for name, s in splits.sets.items()})
@@ -247,6 +250,19 @@ def _one_class(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
                                         data.class_names))
     return Splits(data.train_x[train_idx], data.train_x[val_idx],
                   {"dev": dev, "eval": evaluation}, "normal", train_y[train_idx].astype(np.int64))
+
+
+def _all_normal(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
+    """one-class on images without classes (a folder of normal images): every image is
+    normal, whatever ``scenario.normal`` names; the sets hold the validation and test normals
+    alone, so only the quantile threshold can be computed and no AUROC."""
+    train_idx, val_idx = _split_off(np.arange(len(data.train_x)), None, cfg.val_fraction,
+                                    _rng(seed, "val"), "scenario.val_fraction",
+                                    "normal training images")
+    test_idx = np.arange(len(data.test_x))
+    sets = {"dev": normal_set(data.train_x, None, val_idx, "train"),
+            "eval": normal_set(data.test_x, None, test_idx, "test")}
+    return Splits(data.train_x[train_idx], data.train_x[val_idx], sets, "normal", None)
 
 
 def _corruption(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
