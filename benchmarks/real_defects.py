@@ -25,7 +25,8 @@ over seeds per method (``image_auroc``, ``pixel_auroc``, ``pro``: one table of m
 
 The data folder is ``--data-dir`` when it holds ``train/good``, else ``$RECONAD_MTD_DEV``, else
 ``../shared/data/mtd-dev`` beside the repository. The rows so far are written to
-``real-defects.partial.json`` after every run (``summarise`` makes the headline from them). ``--quick``: 20 training steps, for trying
+``real-defects.partial.json`` after every run (``summarise`` makes the headline from them).
+``--quick``: 20 training steps, for trying
 the benchmark out (numbers meaningless).
 """
 

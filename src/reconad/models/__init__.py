@@ -29,8 +29,8 @@ from reconad.models.dense import DenseAutoencoder
 from reconad.models.ensemble import EnsembleAutoencoder
 
 __all__ = ["Autoencoder", "ConvAutoencoder", "DenseAutoencoder", "EnsembleAutoencoder",
-           "SegmentingAutoencoder", "TiledAutoencoder", "TrainingOutputs", "build_model", "count_parameters", "coverage", "sliding_window",
-           "tile_starts"]
+           "SegmentingAutoencoder", "TiledAutoencoder", "TrainingOutputs", "build_model",
+           "count_parameters", "coverage", "sliding_window", "tile_starts"]
 
 
 def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int],

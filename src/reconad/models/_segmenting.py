@@ -44,7 +44,8 @@ class _Encoder(nn.Module):
 
     def __init__(self, c_in: int, widths: list[int]) -> None:
         super().__init__()
-        self.levels = nn.ModuleList(_block(a, b) for a, b in zip([c_in, *widths], widths))
+        ins = [c_in, *widths[:-1]]
+        self.levels = nn.ModuleList(_block(a, b) for a, b in zip(ins, widths, strict=True))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = []
@@ -62,8 +63,9 @@ class _Decoder(nn.Module):
         super().__init__()
         self.skips = skips
         finer = list(reversed(widths[:-1]))
-        ins = [w + (f if skips else 0) for w, f in zip(reversed(widths), finer)]
-        self.levels = nn.ModuleList(_block(a, b) for a, b in zip(ins, finer))
+        coarser = list(reversed(widths))[:-1]
+        ins = [w + (f if skips else 0) for w, f in zip(coarser, finer, strict=True)]
+        self.levels = nn.ModuleList(_block(a, b) for a, b in zip(ins, finer, strict=True))
         self.out = nn.Conv2d(widths[0], c_out, 1)
 
     def forward(self, x: torch.Tensor, sizes: list[torch.Size],

@@ -23,5 +23,6 @@ from reconad.train._progress import ProgressBar
 from reconad.train._segmenting import fit_segmenting, focal_loss
 
 __all__ = ["LOADER_WORKERS", "Checkpoint", "History", "ProgressBar", "TrainingImages",
-           "fit_model", "fit_segmenting", "focal_loss", "image_losses", "make_optimizer", "make_scheduler", "mean_loss",
+           "fit_model", "fit_segmenting", "focal_loss", "image_losses", "make_optimizer",
+           "make_scheduler", "mean_loss",
            "random_states", "set_random_states", "set_threads", "trimmed"]

@@ -2,9 +2,10 @@
 images, the autoencoder restoring them, the head finding them.
 
 Each step draws ``batch_size`` training images, mirrors each left-right and upside down with
-probability 1/2 (``train.augment_flip``), pastes a simulated anomaly (:func:`reconad.transforms.simulate_anomalies`)
-on half of them at full size, then cuts one random ``train.crop`` window of each (image,
-clean image and mask alike; the whole image without a crop). The loss is the sigmoid focal
+probability 1/2 (``train.augment_flip``), pastes a simulated anomaly
+(:func:`reconad.transforms.simulate_anomalies`) on half of them at full size, then cuts one
+random ``train.crop`` window of each (image, clean image and mask alike; the whole image
+without a crop). The loss is the sigmoid focal
 loss (gamma 2) of the head's logits against the mask plus, with ``model.reconstruct``, the
 squared error and 1 - SSIM of the reconstruction against the clean image (both in the
 standardised units the networks see). Adam with a cosine schedule to 0 over ``train.steps``
@@ -63,18 +64,18 @@ def _batch(images: np.ndarray, train_cfg: TrainConfig, rng: np.random.Generator
     size, crop = train_cfg.batch_size, train_cfg.crop
     clean = images[rng.integers(0, len(images), size)]  # (B, C, H, W) float32
     flips = (rng.random((size, 2)) < 0.5) & train_cfg.augment_flip
-    clean = np.stack([x[:, :, ::-1] if fx else x for x, fx in zip(clean, flips[:, 0])])
+    clean = np.stack([x[:, :, ::-1] if fx else x for x, fx in zip(clean, flips[:, 0], strict=True)])
     clean = np.ascontiguousarray(
-        np.stack([x[:, ::-1] if fy else x for x, fy in zip(clean, flips[:, 1])]))
+        np.stack([x[:, ::-1] if fy else x for x, fy in zip(clean, flips[:, 1], strict=True)]))
     inputs, masks = simulate_anomalies(clean, images, rng, ANOMALY_PROBABILITY)
     _, _, h, w = clean.shape
     if crop is not None and (crop < h or crop < w):
         ys = rng.integers(0, h - crop + 1, size)
         xs = rng.integers(0, w - crop + 1, size)
-        cut = [np.s_[..., y:y + crop, x:x + crop] for y, x in zip(ys, xs)]
-        clean = np.stack([c[s] for c, s in zip(clean, cut)])
-        inputs = np.stack([c[s] for c, s in zip(inputs, cut)])
-        masks = np.stack([m[s] for m, s in zip(masks, cut)])
+        cut = [np.s_[..., y:y + crop, x:x + crop] for y, x in zip(ys, xs, strict=True)]
+        clean = np.stack([c[s] for c, s in zip(clean, cut, strict=True)])
+        inputs = np.stack([c[s] for c, s in zip(inputs, cut, strict=True)])
+        masks = np.stack([m[s] for m, s in zip(masks, cut, strict=True)])
     return (torch.from_numpy(inputs), torch.from_numpy(np.ascontiguousarray(clean)),
             torch.from_numpy(np.ascontiguousarray(masks))[:, None])
 

@@ -20,5 +20,6 @@ from reconad.transforms._augment import (
 )
 from reconad.transforms._corruptions import KINDS, corrupt
 
-__all__ = ["FILLS", "KINDS", "affine_matrices", "paste_anomaly", "simulate_anomalies", "augment_batch", "check_patch", "corrupt",
-           "random_crops", "random_flips", "tta_moves", "tta_pixels", "tta_views", "warp"]
+__all__ = ["FILLS", "KINDS", "affine_matrices", "augment_batch", "check_patch", "corrupt",
+           "paste_anomaly", "random_crops", "random_flips", "simulate_anomalies", "tta_moves",
+           "tta_pixels", "tta_views", "warp"]
