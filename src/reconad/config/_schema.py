@@ -244,12 +244,13 @@ class ScoreConfig(_Section):
     map: str = "none"
     """The ``recon`` part from a per-pixel anomaly map (:mod:`reconad.score`): ``squared``,
     ``absolute`` or ``ssim`` (1 - local SSIM) residual, or ``color`` (how unusual the local
-    colour statistics of the image are, :mod:`reconad.score`; no reconstruction),
-    smoothed (``smooth_sigma``), standardised per pixel position (``standardize``) and reduced
-    to one number (``reduction``). Several joined by ``+`` (``ssim+squared+color``): the mean
-    of the standardised maps (SSIM sees structure, the residual a small colour change, the
-    colour statistics a shifted or flat region; needs ``standardize``). ``none``: the
-    per-image ``kind`` error. For small defects in textures."""
+    colour statistics of the image are, :mod:`reconad.score`; no reconstruction), or
+    ``segment`` (model.kind draem: its head's probability), smoothed (``smooth_sigma``),
+    standardised per pixel position (``standardize``) and reduced to one number
+    (``reduction``). Several joined by ``+`` (``ssim+squared+color``): the mean of the
+    standardised maps (SSIM sees structure, the residual a small colour change, the colour
+    statistics a shifted or flat region; needs ``standardize``). ``none``: the per-image
+    ``kind`` error. For small defects in textures."""
     color_sigmas: Annotated[list[Annotated[float, Field(gt=0.0, le=50.0)]],
                             Field(min_length=1, max_length=4)] = _COLOR_SIGMAS
     """map color: the scales in pixels of the local colour mean and standard deviation."""
