@@ -37,7 +37,7 @@ from dataclasses import replace
 import numpy as np
 
 from reconad.config import ScenarioConfig
-from reconad.data import Dataset, float_batch, stratified_sample
+from reconad.data import NORMAL_KIND, Dataset, float_batch, stratified_sample
 from reconad.errors import ReconadError
 from reconad.scenarios._sets import (
     EvalSet,
@@ -67,8 +67,9 @@ def make_splits(dataset: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
         ReconadError: labels missing for a scenario that needs them, a class selection that
             leaves the normal or an anomaly group empty, or a fraction leaving a part empty.
     """
-    if cfg.kind == "one-class" and dataset.train_y is None and dataset.test_y is None:
-        splits = _all_normal(dataset, cfg, seed)  # a folder of normal images, no classes
+    if (cfg.kind == "one-class" and cfg.normal == [NORMAL_KIND] and dataset.train_y is None
+            and dataset.test_y is None):  # a folder of normal images: all of them are good
+        splits = _all_normal(dataset, cfg, seed)
     else:
         cfg = resolve_class_names(cfg, dataset)
         splits = _SCENARIOS[cfg.kind](dataset, cfg, seed)
@@ -253,9 +254,10 @@ def _one_class(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
 
 
 def _all_normal(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
-    """one-class on images without classes (a folder of normal images): every image is
-    normal, whatever ``scenario.normal`` names; the sets hold the validation and test normals
-    alone, so only the quantile threshold can be computed and no AUROC."""
+    """one-class with ``normal: [good]`` on images without classes (a folder of normal
+    images, as the ``defects`` preset reads one): every image is normal; the sets hold the
+    validation and test normals alone, so only the quantile threshold can be computed and no
+    AUROC."""
     train_idx, val_idx = _split_off(np.arange(len(data.train_x)), None, cfg.val_fraction,
                                     _rng(seed, "val"), "scenario.val_fraction",
                                     "normal training images")
