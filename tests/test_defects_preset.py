@@ -199,3 +199,29 @@ def test_cli_runs_on_a_mixed_size_folder_with_no_other_setting(mixed_folder, tmp
         capture_output=True, text=True, timeout=600)
     assert scored.returncode == 0, scored.stderr
     assert len(list((tmp_path / "maps").glob("*.png"))) == 13
+
+
+def test_mvtec_layout_of_mixed_sizes_runs_with_only_its_source(tmp_path):
+    from reconad.pipeline import run
+
+    root = tmp_path / "tiles"
+    rng = np.random.default_rng(1)
+    sizes = [(40, 50), (64, 64), (100, 80), (72, 90)]
+    for folder, n in (("train/good", 12), ("test/good", 3), ("test/crack", 3)):
+        (root / folder).mkdir(parents=True)
+        for i in range(n):
+            h, w = sizes[i % 4]
+            pixels = (rng.uniform(0.3, 0.7, (h, w)) * 255).astype(np.uint8)
+            if folder == "test/crack":
+                mask = np.zeros((h, w), np.uint8)
+                mask[h // 3:h // 2, 5:w - 5] = 255
+                pixels[mask > 0] = 10
+                (root / "ground_truth/crack").mkdir(parents=True, exist_ok=True)
+                Image.fromarray(mask).save(root / "ground_truth/crack" / f"{i:03d}_mask.png")
+            Image.fromarray(pixels).save(root / folder / f"{i:03d}.png")
+    config = load_config("defects", [f"data.source={root}", *TINY])
+    result = run(config, tmp_path / "run", progress=False)
+    loc = result.metrics["eval"]["localization"]
+    assert 0 <= loc["pixel_auroc"] <= 1 and loc["n_images"] == 6
+    assert result.detector.image_shape_ == (1, 128, 128)
+    assert (tmp_path / "run" / "report.html").is_file()
