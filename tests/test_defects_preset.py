@@ -165,6 +165,21 @@ def test_config_ties_segment_map_to_draem_model():
         load_config("defects", ["score.box=4"])
 
 
+@pytest.mark.parametrize("override, match", [
+    ("model.members=2", "one model without a class head"),
+    ("train.denoise=patch", "train.denoise do not apply"),
+    ("train.augment_rotation=10", "train.augment_rotation do not apply"),
+])
+def test_settings_a_draem_model_cannot_use_are_refused(override, match):
+    from reconad.errors import ReconadError
+
+    cfg = load_config("defects", ["model.channels=[4,8]", "train.crop=16", *TINY, override])
+    det = Detector(model=cfg.model.model_dump(), loss=cfg.loss.model_dump(),
+                   train=cfg.train.model_dump(), score=cfg.score.model_dump(), device="cpu")
+    with pytest.raises(ReconadError, match=match):
+        det.fit(np.stack([_textured(i, (1, 32, 32)) for i in range(8)]))
+
+
 @pytest.fixture(scope="module")
 def mixed_folder(tmp_path_factory):
     """Grey PNGs of four sizes and one colour JPEG-like PNG, directly in one folder."""

@@ -51,6 +51,9 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int],
         ReconadError: If the shape is not three positive sizes, the code is larger than the
             input, the conv kernel is even, or a class head gets fewer than two classes.
     """
+    if cfg.kind == "draem" and (cfg.members > 1 or cfg.class_head):
+        raise ReconadError("model.kind=draem is one model without a class head; set "
+                           "model.members=1 and model.class_head=false")
     if cfg.class_head and n_classes < 2:
         raise ReconadError(
             f"model.class_head needs normal training images of at least two labelled "

@@ -109,6 +109,14 @@ def fit_segmenting(
     training and keeps the model as it is (``History.interrupted``)."""
     if len(train_x) == 0:
         raise ReconadError("there are no training images to paste anomalies on")
+    unused = {"train.trim": train_cfg.trim, "train.denoise": train_cfg.denoise != "none",
+              "train.l1_latent": train_cfg.l1_latent,
+              "train.augment_rotation": train_cfg.augment_rotation,
+              "train.augment_zoom": train_cfg.augment_zoom,
+              "train.augment_shift": train_cfg.augment_shift}
+    if given := [key for key, value in unused.items() if value]:
+        raise ReconadError(f"{', '.join(given)} do not apply to model.kind=draem (it trains on "
+                           "simulated anomalies); leave them at their defaults")
     set_threads(train_cfg.threads)
     device = resolve_device(train_cfg.device)
     model.to(device)
