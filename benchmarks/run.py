@@ -26,7 +26,17 @@ if not __package__:  # `python benchmarks/run.py`: import this folder as the pac
 
 from reconad.errors import ReconadError  # noqa: E402
 
-from . import defects, fuzz, peers, quality, robustness, scale, serve, speed  # noqa: E402
+from . import (  # noqa: E402
+    defects,
+    fuzz,
+    peers,
+    quality,
+    real_defects,
+    robustness,
+    scale,
+    serve,
+    speed,
+)
 from .common import Context, machine, write_results  # noqa: E402
 
 BENCHMARKS = {
@@ -42,6 +52,7 @@ BENCHMARKS = {
     "scale": scale.scale,
     "serve": serve.serve,
     "robustness": robustness.robustness,
+    "real-defects": real_defects.real_defects,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

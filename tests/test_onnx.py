@@ -101,7 +101,13 @@ KINDS: dict[str, tuple[str, list[str], str]] = {
     "contamination": ("contamination-1-3", ["model.hidden=[32,16]"], "mnist"),
     "defects-ssim": ("defects-ssim", ["model.channels=[4,8,4]", "train.crop=16"], "texture"),
     "holdout-4-8": ("holdout-4-8", ["model.hidden=[32,16]"], "mnist"),
+    "defects": ("defects", ["model.channels=[4,8]", "train.crop=16", "train.steps=6",
+                            "train.epochs=2"], "texture"),
     # paths no preset takes
+    "defects-head-only": ("defects", ["model.channels=[4,8,8]", "model.reconstruct=false",
+                                      "train.crop=16",
+                                      "train.steps=4", "train.epochs=1",
+                                      "score.smooth_sigma=0", "score.box=5"], "texture"),
     "tiled-dense-map": ("holdout-4-8", ["model.hidden=[32]", "train.crop=16",
                                         "score.map=absolute", "score.smooth_sigma=1.0",
                                         "score.reduction=max"], "mnist"),

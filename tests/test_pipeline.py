@@ -134,8 +134,10 @@ def test_samples_npz_feeds_the_pictures(default_run):
         assert list(top) == sorted(top, reverse=True)
 
 
-# defects-ssim needs a defect dataset folder: tests/test_defect_maps.py runs it on a generated one.
-@pytest.mark.parametrize("name", sorted(set(preset_names()) - {"default", "defects-ssim"}))
+# defects-ssim and defects need a folder of images: tests/test_defect_maps.py and
+# tests/test_defects_preset.py run them on generated ones.
+@pytest.mark.parametrize("name", sorted(set(preset_names())
+                                        - {"default", "defects-ssim", "defects"}))
 def test_every_preset_runs_end_to_end(name, mnist_dir, tmp_path):
     result = pipeline.run(tiny(name, mnist_dir), tmp_path / name, progress=False)
     metrics = result.metrics

@@ -297,3 +297,15 @@ def test_mnist_other_scenarios_counts(mnist_labels_only):
                       0).sizes()
     assert con["dev"] == {"normal": 6_742, "planted class 3": 67}
     assert con["eval"] == {"normal": 1_135, "class 3": 11}
+
+
+def test_one_class_good_on_unlabelled_images_takes_every_image_as_normal():
+    """A folder of normal images under the defects preset (normal: [good]): every image is
+    normal, the dev and eval sets hold the held-out normals alone."""
+    data = _toy(labelled=False)
+    splits = make_splits(data, ScenarioConfig(kind="one-class", normal=["good"]), seed=0)
+    assert len(splits.train) + len(splits.val) == len(data.train_x)
+    assert not splits.sets["dev"].is_anomaly.any() and not splits.sets["eval"].is_anomaly.any()
+    assert len(splits.sets["eval"].x) == len(data.test_x)
+    with pytest.raises(ReconadError, match="needs class labels"):
+        make_splits(data, ScenarioConfig(kind="one-class", normal=[0]), seed=0)

@@ -115,7 +115,9 @@ Activation = Literal["relu", "tanh", "leaky_relu", "elu", "gelu"]
 class ModelConfig(_Section):
     """The autoencoder architecture. Input shape always comes from the data."""
 
-    kind: Literal["dense", "conv"] = "dense"
+    kind: Literal["dense", "conv", "draem"] = "dense"
+    """``draem``: a conv autoencoder that restores images with simulated anomalies and a U-Net
+    head that segments them from [image, reconstruction] (``score.map=segment``)."""
     hidden: list[Annotated[int, Field(ge=1)]] = [512, 256]
     """dense: widths of the encoder's hidden layers (the decoder mirrors them)."""
     latent: Annotated[int, Field(ge=1)] = 32
@@ -126,7 +128,11 @@ class ModelConfig(_Section):
     batch_norm: bool = False
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     channels: list[Annotated[int, Field(ge=1)]] = [32, 64]
-    """conv: output channels of each encoder stage; each stage halves height and width."""
+    """conv: output channels of each encoder stage; each stage halves height and width.
+    draem: the head's U-Net widths per level (and the autoencoder's with ``reconstruct``)."""
+    reconstruct: bool = True
+    """draem: the head reads the autoencoder's reconstruction beside the image (false: the
+    head alone, reading the image)."""
     kernel: Annotated[int, Field(ge=1, le=15)] = 3
     downsample: Literal["stride", "maxpool"] = "stride"
     upsample: Literal["transpose", "upsample"] = "transpose"
@@ -193,6 +199,9 @@ class TrainConfig(_Section):
     (textures; not for digits or objects with an orientation)."""
     threads: Annotated[int, Field(ge=1)] | None = None
     """Torch CPU threads; None = all cores."""
+    steps: Annotated[int, Field(ge=1)] | None = None
+    """model.kind draem: optimisation steps of ``batch_size`` images (None = ``epochs`` passes
+    over the training images); the cosine schedule runs over them."""
     crop: Annotated[int, Field(ge=4)] | None = None
     """Patch training: every training image is replaced by one random ``crop x crop`` crop in
     each batch (validation images by one fixed seeded crop), and the model is built for
@@ -210,7 +219,7 @@ ScorePart = Literal["recon", "latent_knn", "class_energy"]
 # score.tta_shift: a copy moved by more than this fraction of the image's side is no longer
 # the same image in another pose (and a fraction, not pixels, as it was before format 6).
 MAX_TTA_SHIFT = 0.25
-MAP_COMPONENTS = ("squared", "absolute", "ssim", "color")  # what score.map joins with +
+MAP_COMPONENTS = ("squared", "absolute", "ssim", "color", "segment")  # what score.map joins with +
 _COLOR_SIGMAS = [1.0, 2.0, 4.0]
 
 
@@ -235,18 +244,20 @@ class ScoreConfig(_Section):
     map: str = "none"
     """The ``recon`` part from a per-pixel anomaly map (:mod:`reconad.score`): ``squared``,
     ``absolute`` or ``ssim`` (1 - local SSIM) residual, or ``color`` (how unusual the local
-    colour statistics of the image are, :mod:`reconad.score`; no reconstruction),
-    smoothed (``smooth_sigma``), standardised per pixel position (``standardize``) and reduced
-    to one number (``reduction``). Several joined by ``+`` (``ssim+squared+color``): the mean
-    of the standardised maps (SSIM sees structure, the residual a small colour change, the
-    colour statistics a shifted or flat region; needs ``standardize``). ``none``: the
-    per-image ``kind`` error. For small defects in textures."""
+    colour statistics of the image are, :mod:`reconad.score`; no reconstruction), or
+    ``segment`` (model.kind draem: its head's probability), smoothed (``smooth_sigma``),
+    standardised per pixel position (``standardize``) and reduced to one number
+    (``reduction``). Several joined by ``+`` (``ssim+squared+color``): the mean of the
+    standardised maps (SSIM sees structure, the residual a small colour change, the colour
+    statistics a shifted or flat region; needs ``standardize``). ``none``: the per-image
+    ``kind`` error. For small defects in textures."""
     color_sigmas: Annotated[list[Annotated[float, Field(gt=0.0, le=50.0)]],
                             Field(min_length=1, max_length=4)] = _COLOR_SIGMAS
     """map color: the scales in pixels of the local colour mean and standard deviation."""
-    reduction: Literal["mean", "max", "topk"] = "mean"
-    """map: ``mean`` of all pixels, ``max`` (the worst pixel) or ``topk`` (the mean of the
-    highest ``topk`` fraction of the pixels)."""
+    reduction: Literal["mean", "max", "topk", "boxmax"] = "mean"
+    """map: ``mean`` of all pixels, ``max`` (the worst pixel), ``topk`` (the mean of the
+    highest ``topk`` fraction of the pixels) or ``boxmax`` (the max of the ``box x box`` mean)."""
+    box: Annotated[int, Field(ge=1, le=63)] = 3
     topk: Annotated[float, Field(gt=0.0, le=1.0)] = 0.01
     """map, reduction topk: fraction of the pixels averaged (0.01 = the top 1 %)."""
     smooth_sigma: Annotated[float, Field(ge=0.0, le=50.0)] = 0.0
@@ -278,8 +289,9 @@ class ScoreConfig(_Section):
                 "shift as a fraction, e.g. 0.036")
         if len(set(self.parts)) != len(self.parts):
             raise ValueError(f"score.parts {self.parts} names a part twice; list each once")
-        if self.ssim_window % 2 == 0:
-            raise ValueError(f"score.ssim_window {self.ssim_window} must be odd, e.g. 11")
+        if self.ssim_window % 2 == 0 or self.box % 2 == 0:
+            raise ValueError(f"score.ssim_window {self.ssim_window} and score.box {self.box} "
+                             "must be odd, e.g. 11 and 3")
         names = self.map.split("+")
         if self.map != "none" and (len(set(names)) != len(names)
                                    or any(n not in MAP_COMPONENTS for n in names)):
@@ -312,7 +324,7 @@ class ScoreConfig(_Section):
 
 
 _MAP_DEFAULTS = {"reduction": "mean", "topk": 0.01, "smooth_sigma": 0.0, "standardize": False,
-                 "ssim_window": 11}
+                 "ssim_window": 11, "box": 3}
 
 
 ThresholdMethod = Literal[
@@ -355,6 +367,8 @@ class Config(_Section):
     def _energy_needs_head(self) -> Config:
         if "class_energy" in self.score.parts and not self.model.class_head:
             raise ValueError("score.parts class_energy needs model.class_head=true")
+        if ("segment" in self.score.map.split("+")) != (self.model.kind == "draem"):
+            raise ValueError("score.map=segment and model.kind=draem go together; set both")
         check_crop(self.train, self.model, self.score)
         return self
 

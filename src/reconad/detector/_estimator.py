@@ -60,7 +60,7 @@ from reconad.device import model_device, resolve_device
 from reconad.errors import ReconadError
 from reconad.models import Autoencoder, TiledAutoencoder, build_model
 from reconad.score import Scorer, error_maps, reconstruct
-from reconad.train import History, fit_model
+from reconad.train import History, fit_model, fit_segmenting
 from reconad.transforms import random_crops
 
 
@@ -201,7 +201,8 @@ class Detector(OutlierMixin, BaseEstimator):
         torch.manual_seed(self.seed)  # weight initialisation
         network = build_model(model_cfg, input_shape, len(classes))
         scorer.check_model(network)  # before training, not after
-        self.history_: History | None = fit_model(
+        fit = fit_segmenting if model_cfg.kind == "draem" else fit_model
+        self.history_: History | None = fit(
             network, x, xv_fit, loss_cfg, train_cfg, self.seed, self.progress, y_idx,
             checkpoint)
         self.model_, self.device_ = network, device
@@ -264,7 +265,7 @@ class Detector(OutlierMixin, BaseEstimator):
         model = self.model_
         if self.image_shape_ != self.input_shape_:
             cfg = _section(self.config_["model"], ModelConfig, "model")
-            if cfg.kind == "conv" and not cfg.bottleneck:
+            if cfg.kind == "draem" or (cfg.kind == "conv" and not cfg.bottleneck):
                 whole = build_model(cfg, self.image_shape_, len(self.classes_))
                 whole.load_state_dict(self.model_.state_dict())
                 model = whole.to(model_device(self.model_)).eval()

@@ -22,14 +22,15 @@ from torch import nn
 from reconad.config import ModelConfig
 from reconad.errors import ReconadError
 from reconad.models._base import Autoencoder
+from reconad.models._segmenting import SegmentingAutoencoder, TrainingOutputs
 from reconad.models._tiled import TiledAutoencoder, coverage, sliding_window, tile_starts
 from reconad.models.conv import ConvAutoencoder
 from reconad.models.dense import DenseAutoencoder
 from reconad.models.ensemble import EnsembleAutoencoder
 
 __all__ = ["Autoencoder", "ConvAutoencoder", "DenseAutoencoder", "EnsembleAutoencoder",
-           "TiledAutoencoder", "build_model", "count_parameters", "coverage", "sliding_window",
-           "tile_starts"]
+           "SegmentingAutoencoder", "TiledAutoencoder", "TrainingOutputs", "build_model",
+           "count_parameters", "coverage", "sliding_window", "tile_starts"]
 
 
 def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int],
@@ -50,6 +51,9 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int],
         ReconadError: If the shape is not three positive sizes, the code is larger than the
             input, the conv kernel is even, or a class head gets fewer than two classes.
     """
+    if cfg.kind == "draem" and (cfg.members > 1 or cfg.class_head):
+        raise ReconadError("model.kind=draem is one model without a class head; set "
+                           "model.members=1 and model.class_head=false")
     if cfg.class_head and n_classes < 2:
         raise ReconadError(
             f"model.class_head needs normal training images of at least two labelled "
@@ -63,6 +67,12 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int],
 def _autoencoder(cfg: ModelConfig, input_shape: tuple[int, int, int],
                  n_classes: int) -> Autoencoder:
     shape = _check_shape(input_shape)
+    if cfg.kind == "draem":
+        if min(shape[1:]) < 2 ** (len(cfg.channels) - 1):
+            raise ReconadError(
+                f"{shape[1]}x{shape[2]} images (or train.crop) are too small for the "
+                f"{len(cfg.channels)} levels of model.channels; use fewer levels")
+        return SegmentingAutoencoder(shape, list(cfg.channels), cfg.reconstruct)
     size = math.prod(shape)
     if (cfg.kind == "dense" or cfg.bottleneck) and cfg.latent > size:
         raise ReconadError(

@@ -32,6 +32,10 @@ class Autoencoder(nn.Module):
     head's random initialisation comes after the autoencoder's, as in every saved model).
     """
 
+    pass_images: int | None = None
+    """At most this many images per scoring pass (None: as many as the image size allows);
+    for models whose activations are many times their input."""
+
     def __init__(self, input_shape: tuple[int, int, int], code_shape: tuple[int, ...]) -> None:
         super().__init__()
         self.input_shape = tuple(input_shape)

@@ -37,7 +37,7 @@ from dataclasses import replace
 import numpy as np
 
 from reconad.config import ScenarioConfig
-from reconad.data import Dataset, float_batch, stratified_sample
+from reconad.data import NORMAL_KIND, Dataset, float_batch, stratified_sample
 from reconad.errors import ReconadError
 from reconad.scenarios._sets import (
     EvalSet,
@@ -67,8 +67,12 @@ def make_splits(dataset: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
         ReconadError: labels missing for a scenario that needs them, a class selection that
             leaves the normal or an anomaly group empty, or a fraction leaving a part empty.
     """
-    cfg = resolve_class_names(cfg, dataset)
-    splits = _SCENARIOS[cfg.kind](dataset, cfg, seed)
+    if (cfg.kind == "one-class" and cfg.normal == [NORMAL_KIND] and dataset.train_y is None
+            and dataset.test_y is None):  # a folder of normal images: all of them are good
+        splits = _all_normal(dataset, cfg, seed)
+    else:
+        cfg = resolve_class_names(cfg, dataset)
+        splits = _SCENARIOS[cfg.kind](dataset, cfg, seed)
     if dataset.masks is not None:
         splits = replace(splits, sets={name: replace(s, masks=_masks_of(s.ids, dataset))
                                        for name, s in splits.sets.items()})
@@ -247,6 +251,20 @@ def _one_class(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
                                         data.class_names))
     return Splits(data.train_x[train_idx], data.train_x[val_idx],
                   {"dev": dev, "eval": evaluation}, "normal", train_y[train_idx].astype(np.int64))
+
+
+def _all_normal(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:
+    """one-class with ``normal: [good]`` on images without classes (a folder of normal
+    images, as the ``defects`` preset reads one): every image is normal; the sets hold the
+    validation and test normals alone, so only the quantile threshold can be computed and no
+    AUROC."""
+    train_idx, val_idx = _split_off(np.arange(len(data.train_x)), None, cfg.val_fraction,
+                                    _rng(seed, "val"), "scenario.val_fraction",
+                                    "normal training images")
+    test_idx = np.arange(len(data.test_x))
+    sets = {"dev": normal_set(data.train_x, None, val_idx, "train"),
+            "eval": normal_set(data.test_x, None, test_idx, "test")}
+    return Splits(data.train_x[train_idx], data.train_x[val_idx], sets, "normal", None)
 
 
 def _corruption(data: Dataset, cfg: ScenarioConfig, seed: int) -> Splits:

@@ -223,14 +223,16 @@ class ScoreGraph(nn.Module):
 
     def _maps(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`reconad.score.Scorer.maps`: (B, H, W) float32."""
-        needs_model = any(k != "color" for k in self.components)
+        needs_model = any(k not in ("color", "segment") for k in self.components)
         x_hat = self._decode(self._encode(x)) if needs_model else None
         found = []
         for kind in self.components:
             if kind == "color":
                 found.append(self.color(x))
                 continue
-            if kind.startswith("loss:"):
+            if kind == "segment":
+                m = torch.sigmoid(self.net.segment(x))[:, 0]
+            elif kind.startswith("loss:"):
                 m = self.losses.error_map(kind[5:], x_hat, x)
             elif kind == "squared":
                 m = (x - x_hat).square().mean(dim=1)
@@ -250,7 +252,7 @@ class ScoreGraph(nn.Module):
     def forward(self, images: torch.Tensor):
         if self.is_map:
             maps = self._maps(images)
-            score = reduce_map(maps, self.config.reduction, self.config.topk)
+            score = reduce_map(maps, self.config.reduction, self.config.topk, self.config.box)
             return (score, maps) if self.with_map else score
         score = self._score_from_parts(self._raw_parts(images)).float()
         if self.with_map:

@@ -30,7 +30,7 @@ from reconad.losses import error_map, ssim_map
 
 MAP_KINDS = ("squared", "absolute", "ssim")
 LOSS_OF_MAP = {"squared": "mse", "absolute": "l1"}  # the same per-pixel errors
-REDUCTIONS = ("mean", "max", "topk")
+REDUCTIONS = ("mean", "max", "topk", "boxmax")
 
 
 def anomaly_map(
@@ -119,14 +119,18 @@ def _reflect_indices(n: int, radius: int, device: torch.device) -> torch.Tensor:
     return torch.where(i < n, i, 2 * n - 1 - i)
 
 
-def reduce_map(maps: torch.Tensor, reduction: str = "mean", topk: float = 0.01) -> torch.Tensor:
+def reduce_map(maps: torch.Tensor, reduction: str = "mean", topk: float = 0.01,
+               box: int = 3) -> torch.Tensor:
     """One anomaly score per image from its map; higher = more anomalous.
 
     Args:
         maps: ``(B, H, W)``.
-        reduction: ``mean`` (all pixels), ``max`` (the worst pixel) or ``topk`` (the mean of the
-            ``ceil(topk * H * W)`` highest pixels, at least one).
+        reduction: ``mean`` (all pixels), ``max`` (the worst pixel), ``topk`` (the mean of the
+            ``ceil(topk * H * W)`` highest pixels, at least one) or ``boxmax`` (the highest
+            mean of a ``box x box`` window, the window cut by the border at the border: a
+            region, not one stray pixel).
         topk: Fraction of the pixels ``topk`` averages, in (0, 1].
+        box: Odd side of the ``boxmax`` window in pixels.
 
     Returns:
         Scores ``(B,)``.
@@ -142,6 +146,11 @@ def reduce_map(maps: torch.Tensor, reduction: str = "mean", topk: float = 0.01) 
         return flat.mean(dim=1)
     if reduction == "max":
         return flat.amax(dim=1)
+    if reduction == "boxmax":
+        if box < 1 or box % 2 == 0:
+            raise ReconadError(f"boxmax window {box} must be an odd number of pixels, e.g. 3")
+        means = F.avg_pool2d(maps[:, None], box, 1, box // 2, count_include_pad=False)
+        return means.flatten(1).amax(dim=1)
     if not 0 < topk <= 1:
         raise ReconadError(f"topk fraction {topk} must lie in (0, 1] (e.g. 0.01 for the top 1 %)")
     k = max(1, math.ceil(topk * flat.shape[1] - 1e-9))  # 1e-9: 0.01 * 400 is not exactly 4

@@ -45,6 +45,12 @@ def images_per_pass(image_shape: tuple[int, ...]) -> int:
     return pass_size(image_shape, CHUNK, PASS_VALUES)
 
 
+def model_pass(model: Autoencoder, x: np.ndarray) -> int:
+    """Images per pass of ``model`` over ``x``: :func:`images_per_pass`, at most the model's
+    ``pass_images``; fixed for a model and image shape, so scores stay batch-independent."""
+    return min(images_per_pass(x.shape[1:]), getattr(model, "pass_images", None) or CHUNK)
+
+
 def passes(x: np.ndarray, device: torch.device | None = None,
            size: int | None = None) -> Iterator[tuple[torch.Tensor, int]]:
     """(a (P, C, H, W) float32 batch on ``device`` (default CPU), how many of its images are
@@ -72,20 +78,23 @@ def map_images(model: Autoencoder, x: np.ndarray, kinds: list[str], ssim_window:
     all kinds (none when only ``color`` is asked for).
 
     A kind is a :func:`reconad.score.anomaly_map` kind (``squared``, ``absolute``, ``ssim``),
-    ``color`` (``color_stats``' map of the image itself, :mod:`reconad.score`) or a loss
+    ``color`` (``color_stats``' map of the image itself, :mod:`reconad.score`), ``segment``
+    (the probability map of a segmenting model's head, ``model.kind=draem``) or a loss
     kind (``mse``, ``l1``, ``bce``, ``ssim``) of :func:`reconad.losses.error_map` when prefixed
     ``loss:``; ``smooth_sigma`` > 0 smooths each map but ``color`` (Gaussian, pixels).
     """
     if "color" in kinds and color_stats is None:
         raise ReconadError("the color map needs fitted colour statistics (Scorer.fit)")
     model.eval()
-    needs_model = any(kind != "color" for kind in kinds)
+    needs_model = any(kind not in ("color", "segment") for kind in kinds)
     out: dict[str, list[torch.Tensor]] = {kind: [] for kind in kinds}
-    for batch, n in passes(x, model_device(model)):
+    for batch, n in passes(x, model_device(model), model_pass(model, x)):
         x_hat = model(batch) if needs_model else None
         for kind in kinds:
             if kind == "color":  # local statistics already: not smoothed again
                 maps = color_stats.map(batch)
+            elif kind == "segment":  # the segmenting head's probability of an anomaly
+                maps = gaussian_smooth(torch.sigmoid(model.segment(batch))[:, 0], smooth_sigma)
             elif kind.startswith("loss:"):
                 maps = gaussian_smooth(error_map(kind[5:], x_hat, batch), smooth_sigma)
             else:
@@ -99,7 +108,8 @@ def map_images(model: Autoencoder, x: np.ndarray, kinds: list[str], ssim_window:
 def reconstruct(model: Autoencoder, x: np.ndarray) -> np.ndarray:
     """The model's reconstruction of ``x`` (N, C, H, W), same shape, values in [0, 1]."""
     model.eval()
-    parts = [model(batch)[:n].cpu().numpy() for batch, n in passes(x, model_device(model))]
+    parts = [model(batch)[:n].cpu().numpy()
+             for batch, n in passes(x, model_device(model), model_pass(model, x))]
     return np.concatenate(parts) if parts else np.empty_like(x, dtype=np.float32)
 
 
@@ -108,7 +118,7 @@ def error_maps(model: Autoencoder, x: np.ndarray, kind: str = "mse") -> np.ndarr
     """Per-pixel error of ``x`` (N, C, H, W) against its reconstruction, shape (N, H, W)."""
     model.eval()
     parts = [error_map(kind, model(batch), batch)[:n].cpu().numpy()
-             for batch, n in passes(x, model_device(model))]
+             for batch, n in passes(x, model_device(model), model_pass(model, x))]
     return np.concatenate(parts) if parts else np.empty((0, *x.shape[2:]), dtype=np.float32)
 
 
@@ -117,5 +127,5 @@ def latent_codes(model: Autoencoder, x: np.ndarray) -> torch.Tensor:
     """The codes of ``x`` (N, C, H, W), flattened to (N, D) float32, on the CPU."""
     model.eval()
     parts = [model.encode(batch)[:n].flatten(1).cpu()
-             for batch, n in passes(x, model_device(model))]
+             for batch, n in passes(x, model_device(model), model_pass(model, x))]
     return torch.cat(parts) if parts else torch.empty(0, 0)

@@ -163,7 +163,7 @@ class Scorer:
 
     def _map_parts(self, maps: np.ndarray) -> dict[str, np.ndarray]:
         cfg = self.config
-        reduced = reduce_map(torch.from_numpy(maps), cfg.reduction, cfg.topk)
+        reduced = reduce_map(torch.from_numpy(maps), cfg.reduction, cfg.topk, cfg.box)
         return {"recon": reduced.double().numpy()}
 
     def score(self, model: Autoencoder, x: np.ndarray) -> np.ndarray:

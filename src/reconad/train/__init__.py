@@ -3,7 +3,8 @@ resumable checkpoints and the progress bar.
 
 Modules: ``_images`` (:class:`TrainingImages`: float32 batches from memory or disk),
 ``_checkpoint`` (:class:`Checkpoint`: the state written after every epoch), ``_progress``
-(the rich bar), ``_loop`` (:func:`fit_model`).
+(the rich bar), ``_loop`` (:func:`fit_model`), ``_segmenting`` (:func:`fit_segmenting`:
+simulated anomalies for ``model.kind=draem``).
 """
 
 from reconad.train._checkpoint import Checkpoint, random_states, set_random_states
@@ -19,7 +20,9 @@ from reconad.train._loop import (
     trimmed,
 )
 from reconad.train._progress import ProgressBar
+from reconad.train._segmenting import fit_segmenting, focal_loss
 
 __all__ = ["LOADER_WORKERS", "Checkpoint", "History", "ProgressBar", "TrainingImages",
-           "fit_model", "image_losses", "make_optimizer", "make_scheduler", "mean_loss",
+           "fit_model", "fit_segmenting", "focal_loss", "image_losses", "make_optimizer",
+           "make_scheduler", "mean_loss",
            "random_states", "set_random_states", "set_threads", "trimmed"]
