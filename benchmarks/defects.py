@@ -24,7 +24,7 @@ row's ``map`` column (the raw map for the distance row).
     python benchmarks/run.py defects [--quick] [--seeds N]   # DIR/defects.json, .csv, .md
     python benchmarks/defects.py [--quick] [--out DIR]       # the kNN rows alone
 
-``defects(ctx)`` follows run.py's contract (``ctx.out``, ``ctx.quick``, ``ctx.seeds``,
+``defects(ctx)`` follows run.py's contract (``ctx.out``, ``ctx.quick``, ``ctx.seed_list``,
 ``ctx.sets``): it returns ``(headline, rows)``; the headline holds, per row kind, the mean over
 textures (of the per-texture means over seeds) and the per-texture means.
 """
@@ -122,7 +122,7 @@ def reconad_rows(root: Path, texture: str, data: DefectDataset, ctx) -> list[dic
     test = data.subset(~data.train)
     x = test.float_images()
     rows = []
-    for seed in range(getattr(ctx, "seeds", 1)):
+    for seed in getattr(ctx, "seed_list", [0]):
         started = time.perf_counter()
         config = load_config("defects-ssim", [
             f"data.source={root}", f"seed={seed}", f"name=defects-{texture}",
@@ -164,19 +164,26 @@ def defects(ctx) -> tuple[dict, list[dict]]:
             rows += [{**row, "seed": None, "seconds": seconds} for row in found]
             if not getattr(ctx, "knn_only", False):
                 rows += reconad_rows(root, texture, data, ctx)
-    headline: dict = {"dataset": {**counts, "size": 64, "seed": 0, "textures": list(TEXTURES)}}
+    dataset = {**counts, "size": 64, "seed": 0, "textures": list(TEXTURES)}
+    return {"dataset": dataset, **summary(rows, TEXTURES)}, rows
+
+
+def summary(rows: list[dict], textures: tuple[str, ...] = TEXTURES) -> dict:
+    """Per row name (``image_score``): ``per_texture`` = each texture's means over its rows
+    (seeds) of image AUROC, pixel AUROC, PRO and seconds; ``image_auroc``, ``pixel_auroc``,
+    ``pro`` = the mean over textures of those per-texture means (each texture counts once,
+    whatever its number of seeds; a missing value is left out, None when none is known)."""
     names = list(dict.fromkeys(r["image_score"] for r in rows))
     keys = ("image_auroc", "pixel_auroc", "pro", "seconds")
     per_texture = {name: {t: {key: _mean([r[key] for r in rows
                                           if r["image_score"] == name and r["texture"] == t])
                               for key in keys}
-                          for t in TEXTURES}
+                          for t in textures}
                    for name in names}
-    for key in keys[:3]:
-        headline[key] = {name: _mean([per_texture[name][t][key] for t in TEXTURES])
-                         for name in names}
-    headline["per_texture"] = per_texture
-    return headline, rows
+    out: dict = {key: {name: _mean([per_texture[name][t][key] for t in textures])
+                       for name in names} for key in keys[:3]}
+    out["per_texture"] = per_texture
+    return out
 
 
 def _mean(values: list[float | None]) -> float | None:
