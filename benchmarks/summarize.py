@@ -24,6 +24,7 @@ import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -182,37 +183,64 @@ TARGET_OF = {(t.benchmark, t.path): t for t in TARGETS}
 
 @dataclass(frozen=True)
 class Stale:
-    """Numbers of a results file measured before the code they describe changed."""
+    """Numbers that a change of the code they describe left behind: a results file of the
+    benchmark dated before ``changed`` is stale in ``paths``; a run after it clears the mark."""
 
     benchmark: str
     paths: tuple[str, ...] | None
     """The JSON paths concerned (prefixes: "png_" covers every key that starts so); None: all."""
+    changed: str
+    """When the code changed (ISO 8601, the commit's date)."""
     why: str
 
-    def covers(self, benchmark: str, path: str) -> bool:
-        return benchmark == self.benchmark and (
+    def applies(self, data: dict) -> bool:
+        return "date" in data and _when(data["date"]) < _when(self.changed)
+
+    def covers(self, benchmark: str, path: str, data: dict) -> bool:
+        return benchmark == self.benchmark and self.applies(data) and (
             self.paths is None or any(path.startswith(p) for p in self.paths))
 
+    def line(self, data: dict) -> str:
+        def utc(iso: str) -> str:
+            return f"{_when(iso).astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+        return f"- {self.benchmark} (measured {utc(data['date'])}, before {utc(self.changed)}): " \
+            f"{self.why}."
 
+
+TTA = "2026-11-30T04:39:29+00:00"  # aea9d18: the default preset scores 9 test-time copies
 STALE = [
     Stale("peers", ("dev_auroc/reconad", "eval_auroc/reconad", "eval_f1/reconad",
-                    "fit_seconds/reconad", "fast_fit_time", "default_fit_time"),
-          "its reconad rows start from the `default` preset, which has scored each image with 9 "
-          "test-time copies (`score.tta_shift: 1`) since 2026-11-30: their AUROCs, F1s and fit "
-          "times (calibration scores the copies too); the PyOD rows and the epoch times are "
-          "current"),
-    Stale("scale", ("score_", "png_", "ray_", "run_default_", "rss_ratio_10x"),
-          "`reconad score` and `reconad run default` were measured with the `default` detector "
-          "before it scored 9 test-time copies per image (2026-11-30; ~3.4x the scoring time, "
-          "see RESULTS.md's scale notes); the scoring-loop and streamed-training numbers are "
-          "current"),
-    Stale("fuzz", ("escaped",), "the one escape (an IDX header) was fixed after this run; the "
-          "IDX parser alone, run again on 10,000 inputs, let none escape (RESULTS.md)"),
+                    "fit_seconds/reconad", "fast_fit_time", "default_fit_time"), TTA,
+          "its reconad rows start from the `default` preset, which now scores each image with "
+          "9 test-time copies (`score.tta_shift: 1`): their AUROCs, F1s and fit times "
+          "(calibration scores the copies too); the PyOD rows and the epoch times are current"),
+    Stale("scale", ("score_", "png_", "ray_", "run_default_", "rss_ratio_10x"), TTA,
+          "`reconad score` and `reconad run default` ran the `default` detector before it "
+          "scored 9 test-time copies per image (~3.4x the scoring time, see RESULTS.md's scale "
+          "notes); the scoring-loop and streamed-training numbers are current"),
+    Stale("fuzz", ("escaped",), "2026-11-30T00:27:52+00:00",  # 77e1b0c: the IDX fix
+          "the one escape (an IDX header) was fixed after this run; the IDX parser alone, run "
+          "again on 10,000 inputs, let none escape (RESULTS.md)"),
 ]
 
 
-def stale(benchmark: str, path: str) -> Stale | None:
-    return next((s for s in STALE if s.covers(benchmark, path)), None)
+def _when(iso: str) -> datetime:
+    """An ISO 8601 date (a time without a zone counts as UTC)."""
+    when = datetime.fromisoformat(iso)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def stale(benchmark: str, path: str, data: dict) -> Stale | None:
+    return next((s for s in STALE if s.covers(benchmark, path, data)), None)
+
+
+def stale_lines(results: dict[str, dict], benchmarks: set[str] | None = None) -> list[str]:
+    """The reasons of every stale mark shown (of ``benchmarks``, default all), as a list."""
+    shown = [s for s in STALE if s.benchmark in results and s.applies(results[s.benchmark])
+             and (benchmarks is None or s.benchmark in benchmarks)]
+    if not shown:
+        return []
+    return [STALE_HEADING, "", *[s.line(results[s.benchmark]) for s in shown], ""]
 
 
 # --------------------------------------------------------------------------- results files
@@ -268,7 +296,8 @@ def generated(results: dict[str, dict]) -> str:
         if value is None:
             lines.append(f"| {t.benchmark} | {t.what} | {t.target} | not run | |")
             continue
-        shown = t.fmt.format(value) + (f" {STALE_MARK}" if stale(t.benchmark, t.path) else "")
+        mark = f" {STALE_MARK}" if stale(t.benchmark, t.path, data) else ""
+        shown = t.fmt.format(value) + mark
         lines.append(f"| {t.benchmark} | {t.what} | {t.text(data)} | {shown} | "
                      f"{_met_word(t.met(value, data))} |")
     lines += ["", "## Runs", "", "| benchmark | command | date | machine | seeds | wall |",
@@ -286,17 +315,8 @@ def generated(results: dict[str, dict]) -> str:
         lines.append(f"| [{name}](results/{name}.md) | `{data['command']}` | {data['date']} | "
                      f"{m['cores']} cores, {m['cpu']}, torch {m['torch']} | {seeds} | "
                      f"{data['wall_seconds']:.0f} s |")
-    lines += ["", *_stale_lines(results)]
+    lines += ["", *stale_lines(results)]
     return "\n".join(lines).rstrip("\n") + "\n\n"
-
-
-def _stale_lines(results: dict[str, dict]) -> list[str]:
-    shown = [s for s in STALE if s.benchmark in results]
-    if not shown:
-        return []
-    return [STALE_HEADING, "",
-            *[f"- {s.benchmark} ({results[s.benchmark]['date'][:10]}): {s.why}." for s in shown],
-            ""]
 
 
 # --------------------------------------------------------------------------- README.md
@@ -479,7 +499,7 @@ def readme_row(row: Row, data: dict | None) -> str:
     targets = [TARGET_OF.get((row.benchmark, p.path)) for p in row.parts]
     values = [p.value(data) for p in row.parts]
     mine = " / ".join(p.shown(data) for p in row.parts) + (row.note(data) if row.note else "")
-    if any(stale(row.benchmark, p.path) for p in row.parts):
+    if any(stale(row.benchmark, p.path, data) for p in row.parts):
         mine += f" {STALE_MARK}"
     peer = row.peer(data) if callable(row.peer) else row.peer
     target = _joined([p.target(t, data) for p, t in zip(row.parts, targets, strict=True)])
@@ -496,13 +516,8 @@ def readme_table(results: dict[str, dict]) -> str:
     lines = [README_START, "",
              "| benchmark | reconad | best published / peer number | target | met | date | "
              "seeds |", "|---|---|---|---|---|---|---|",
-             *[readme_row(row, results.get(row.benchmark)) for row in README_ROWS], ""]
-    shown = [s for s in STALE if s.benchmark in {r.benchmark for r in README_ROWS}
-             and s.benchmark in results]
-    if shown:
-        lines += [STALE_HEADING, "",
-                  *[f"- {s.benchmark} ({results[s.benchmark]['date'][:10]}): {s.why}."
-                    for s in shown], ""]
+             *[readme_row(row, results.get(row.benchmark)) for row in README_ROWS], "",
+             *stale_lines(results, {row.benchmark for row in README_ROWS})]
     return "\n".join([*lines, README_END])
 
 

@@ -165,10 +165,11 @@ def fake_results(tmp_path) -> Path:
     folder.mkdir()
     files = {
         "holdout-4-8": _holdout(),
+        # both measured before a change that summarize.STALE lists
         "fuzz": {"examples_per_parser": 10000, "examples_run": 70000, "escaped": 0,
-                 "date": "2026-12-02T00:00:00+00:00", "seeds": 1, "quick": False},
+                 "date": "2026-11-29T00:00:00+00:00", "seeds": 1, "quick": False},
         "scale": {"score_seconds": 7.0, "score_budget_seconds": 7.66,
-                  "ray_2_over_1_speedup": 1.5, "date": "2026-12-03T00:00:00+00:00"},
+                  "ray_2_over_1_speedup": 1.5, "date": "2026-11-29T12:00:00+00:00"},
         "holdout-4-8-selection": _holdout(dev_auroc=0.5, seed_list=[100, 101, 102]),
         "speed-quick": {"dense_b256_fraction_of_peak": 0.9, "quick": True},
     }
@@ -221,11 +222,25 @@ def test_readme_rows_against_hand_written_lines(fake_results):
         "| `reconad score`, 60,000 images (`.npy`): time / peak RSS; 600,000 images: peak RSS / "
         "its ratio to 60,000's | 7.0 s / missing / missing / missing (stale, re-run pending) | — "
         "| ≤ 2 x bare forward + 5 s = 7.7 s / ≤ 600 MiB / — / ≤ 1.2 | ✓ / — / — / — | "
-        "2026-12-03 | — |",
+        "2026-11-29 | — |",
     ]:
         assert line in table, line
     assert table[0] == summarize.README_START and table[-1] == summarize.README_END
-    assert "- scale (2026-12-03): " in "\n".join(table)
+    assert "- scale (measured 2026-11-29 12:00 UTC, before 2026-11-30 04:39 UTC): `reconad " \
+        "score`" in "\n".join(table)
+    assert "- fuzz" not in "\n".join(table)  # no README row reads fuzz
+
+
+def test_a_run_after_the_change_clears_the_stale_mark():
+    before = {"escaped": 1, "date": "2026-11-30T00:17:11+00:00"}
+    after = {"escaped": 0, "date": "2026-11-30T00:30:00+00:00"}
+    assert summarize.stale("fuzz", "escaped", before) is not None
+    assert summarize.stale("fuzz", "escaped", after) is None
+    assert summarize.stale("fuzz", "examples_run", before) is None  # not a stale number
+    lines = summarize.generated({"fuzz": after}).splitlines()
+    assert "| fuzz | exceptions escaped (not a one-line error, not a result) | = 0 | 0 | yes |" \
+        in lines
+    assert summarize.STALE_HEADING not in lines
 
 
 def test_contamination_row_takes_its_std_from_the_per_seed_rows():
