@@ -59,7 +59,7 @@ CASES: dict[str, tuple[list[str], dict[str, float]]] = {
     # observed eval 0.9739 / 0.9770 / 0.9728; untrained 0.838 / 0.833
     "one-class-mnist": (["scenario.normal=[0]"], {"eval": 0.92}),
     # observed eval 0.9681 / 0.9689 / 0.9668; untrained 0.838 / 0.833
-    "one-class-0": (["scenario.normal=[0]"], {"eval": 0.92}),
+    "one-class-0": (["scenario.normal=[0]"], {"eval": 0.91}),
     # observed dev 0.984 / 0.981 / 0.982, eval 0.9756 / 0.9707 / 0.9783; untrained 0.0 / 0.0 (it
     # scores the noisy images lower)
     "noise-gaussian": (["data.max_train=1000"], {"dev": 0.92, "eval": 0.90}),
