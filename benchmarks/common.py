@@ -2,8 +2,9 @@
 
 A benchmark is a function ``fn(ctx: Context) -> (headline, rows)``: ``headline`` is the dict of
 numbers that goes to the top level of NAME.json, ``rows`` a list of flat dicts (one per run,
-same keys) that becomes NAME.csv and the table in NAME.md. A benchmark that draws a picture
-writes ``ctx.out / f"{ctx.name}.png"`` itself with :func:`bar_plot`.
+same keys) that becomes NAME.csv and the table in NAME.md. It runs the seeds of
+``ctx.seed_list``. A benchmark that draws a picture writes ``ctx.out / f"{ctx.stem}.png"``
+itself with :func:`bar_plot`.
 """
 
 from __future__ import annotations
@@ -36,11 +37,24 @@ class Context:
     out: Path
     quick: bool = False
     seeds: int = 1
+    seed_start: int = 0
+    """The first seed: 0 for the numbers reported, e.g. 100 for the seeds settings are chosen on."""
     data_dir: str | None = None
     sets: list[str] = field(default_factory=list)
     """Extra ``section.key=value`` overrides applied last to every reconad config."""
     workers: int = 1
     """``serve``: worker processes of the service."""
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The seeds every benchmark runs: ``seed_start`` .. ``seed_start + seeds - 1``."""
+        return list(range(self.seed_start, self.seed_start + self.seeds))
+
+    @property
+    def stem(self) -> str:
+        """The output files' name: NAME for the reported seeds (from 0), NAME-selection for
+        selection seeds, so that choosing a setting never overwrites the numbers reported."""
+        return self.name if self.seed_start == 0 else f"{self.name}-selection"
 
     def config(self, preset: str, overrides: list[str] | None = None) -> Config:
         """``preset`` with the quick budget, the data folder, ``overrides``, then ``--set``."""

@@ -31,7 +31,7 @@ row's ``map`` column (the raw map for the distance row).
     python benchmarks/run.py defects [--quick] [--seeds N]   # DIR/defects.json, .csv, .md
     python benchmarks/defects.py [--quick] [--out DIR]       # the kNN rows alone
 
-``defects(ctx)`` follows run.py's contract (``ctx.out``, ``ctx.quick``, ``ctx.seeds``,
+``defects(ctx)`` follows run.py's contract (``ctx.out``, ``ctx.quick``, ``ctx.seed_list``,
 ``ctx.sets``): it returns ``(headline, rows)``; the headline holds, per row kind, the mean over
 family 1's textures (of the per-texture means over seeds), the same over family 2's textures
 (``family2``) and the per-texture means of both (``per_texture``).
@@ -140,7 +140,7 @@ def reconad_rows(root: Path, texture: str, data: DefectDataset, ctx) -> list[dic
     test = data.subset(~data.train)
     x = test.float_images()
     rows = []
-    for seed in range(getattr(ctx, "seeds", 1)):
+    for seed in getattr(ctx, "seed_list", [0]):
         started = time.perf_counter()
         config = load_config("defects-ssim", [
             f"data.source={root}", f"seed={seed}", f"name=defects-{texture}",
@@ -185,25 +185,35 @@ def defects(ctx) -> tuple[dict, list[dict]]:
                 if not getattr(ctx, "knn_only", False):
                     found += reconad_rows(root, texture, data, ctx)
                 rows += [{"family": family, **row} for row in found]
+    first = summary([r for r in rows if r["family"] == 1], TEXTURES)
+    second = summary([r for r in rows if r["family"] == 2], FAMILY2_TEXTURES)
+    names = list(dict.fromkeys(r["image_score"] for r in rows))
+    headline: dict = {
+        "dataset": {**counts, "size": 64, "seed": 0, "textures": list(TEXTURES),
+                    "family2_textures": list(FAMILY2_TEXTURES)},
+        **{key: first[key] for key in METRICS},
+        "family2": {"use": "testing only: never used to choose settings",
+                    "textures": list(FAMILY2_TEXTURES), **{key: second[key] for key in METRICS}},
+        "per_texture": {name: {**first["per_texture"].get(name, {}),
+                               **second["per_texture"].get(name, {})} for name in names}}
+    return headline, rows
+
+
+def summary(rows: list[dict], textures: tuple[str, ...] = TEXTURES) -> dict:
+    """Per row name (``image_score``): ``per_texture`` = each texture's means over its rows
+    (seeds) of image AUROC, pixel AUROC, PRO and seconds; ``image_auroc``, ``pixel_auroc``,
+    ``pro`` = the mean over textures of those per-texture means (each texture counts once,
+    whatever its number of seeds; a missing value is left out, None when none is known)."""
     names = list(dict.fromkeys(r["image_score"] for r in rows))
     per_texture = {name: {t: {key: _mean([r[key] for r in rows
                                           if r["image_score"] == name and r["texture"] == t])
                               for key in (*METRICS, "seconds")}
-                          for t in (*TEXTURES, *FAMILY2_TEXTURES)}
+                          for t in textures}
                    for name in names}
-
-    def means(textures: tuple[str, ...]) -> dict[str, dict[str, float | None]]:
-        return {key: {name: _mean([per_texture[name][t][key] for t in textures])
-                      for name in names}
-                for key in METRICS}
-
-    headline: dict = {"dataset": {**counts, "size": 64, "seed": 0, "textures": list(TEXTURES),
-                                  "family2_textures": list(FAMILY2_TEXTURES)},
-                      **means(TEXTURES),
-                      "family2": {"use": "testing only: never used to choose settings",
-                                  "textures": list(FAMILY2_TEXTURES), **means(FAMILY2_TEXTURES)},
-                      "per_texture": per_texture}
-    return headline, rows
+    out: dict = {key: {name: _mean([per_texture[name][t][key] for t in textures])
+                       for name in names} for key in METRICS}
+    out["per_texture"] = per_texture
+    return out
 
 
 def _mean(values: list[float | None]) -> float | None:

@@ -183,7 +183,7 @@ def peers(ctx: Context) -> tuple[dict, list[dict]]:
         have_pyod = False
         print("peers: PyOD is not installed (pip install -c constraints.txt -e '.[bench]'); "
               "skipping the PyOD rows")
-    for seed in range(ctx.seeds):
+    for seed in ctx.seed_list:
         cfg = ctx.config("default", [f"seed={seed}"])
         dataset = load_dataset(cfg.data, seed)
         splits = make_splits(dataset, cfg.scenario, seed)
@@ -210,7 +210,7 @@ def peers(ctx: Context) -> tuple[dict, list[dict]]:
     plain = headline["seconds_per_epoch"]["reconad plain AE (PyOD's architecture)"]
     pyod_epoch = _fastest(headline["seconds_per_epoch"])
     headline["plain_ae_epoch_time_over_pyod_ae"] = plain / pyod_epoch if pyod_epoch else None
-    bar_plot(ctx.out / f"{ctx.name}.png", methods,
+    bar_plot(ctx.out / f"{ctx.stem}.png", methods,
              {"dev AUROC (8s)": [headline["dev_auroc"][m] for m in methods],
               "eval AUROC (4s)": [headline["eval_auroc"][m] for m in methods]},
              "AUROC", "held-out 4/8: same splits", ylim=(0, 1))

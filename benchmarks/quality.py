@@ -47,8 +47,8 @@ def holdout_4_8(ctx: Context) -> tuple[dict, list[dict]]:
     """
     rows = []
     for label, preset in (("reconad", "default"), ("write-up reference", "holdout-4-8")):
-        # The write-up configuration trains 150 epochs (~30 min here): one seed of it.
-        seeds = range(ctx.seeds) if preset == "default" else range(REFERENCE_SEEDS)
+        # The write-up configuration trains 150 epochs (~30 min here): the first seed of it.
+        seeds = ctx.seed_list if preset == "default" else ctx.seed_list[:REFERENCE_SEEDS]
         for seed in seeds:
             cfg, result = _run(ctx, preset, [f"seed={seed}", "scenario.split_final=true"])
             plain = cfg.scenario.model_copy(update={"split_final": False})
@@ -76,7 +76,7 @@ def holdout_4_8(ctx: Context) -> tuple[dict, list[dict]]:
                     HOLDOUT_KEYS + ["dev_auroc_recon_only", "eval_auroc_recon_only",
                                     "train_seconds", "run_seconds"])
     ref = _summary([r for r in rows if r["preset"] == "holdout-4-8"], HOLDOUT_KEYS)
-    bar_plot(ctx.out / f"{ctx.name}.png", HOLDOUT_KEYS,
+    bar_plot(ctx.out / f"{ctx.stem}.png", HOLDOUT_KEYS,
              {"reconad (default)": [ours[k] for k in HOLDOUT_KEYS],
               "write-up config (holdout-4-8)": [ref[k] for k in HOLDOUT_KEYS]},
              "value", "held-out 4/8 (dev: 8s, eval: 4s, final: disjoint normals + 4s)",
@@ -107,7 +107,7 @@ def one_class_mnist(ctx: Context, digits: tuple[int, ...] = tuple(range(10)),
     configs = {"reconad": [], **ONE_CLASS_REFERENCES}
     rows = []
     for digit in digits:
-        for seed in range(ctx.seeds):
+        for seed in ctx.seed_list:
             for label, overrides in configs.items():
                 _, result = _run(ctx, preset, [f"scenario.normal=[{digit}]", f"seed={seed}",
                                                f"name=one-class-{digit}", *overrides])
@@ -117,28 +117,36 @@ def one_class_mnist(ctx: Context, digits: tuple[int, ...] = tuple(range(10)),
                              "epochs_run": m["training"]["epochs_run"],
                              "run_seconds": m["wall_seconds"]})
 
-    def summary(label: str) -> dict:
-        mine = [r for r in rows if r["config"] == label]
-        per_class = {str(d): mean_std([r["eval_auroc"] for r in mine if r["digit"] == d])
-                     for d in digits}
-        by_seed = [sum(r["eval_auroc"] for r in mine if r["seed"] == s) / len(digits)
-                   for s in range(ctx.seeds)]
-        mean, std = mean_std(by_seed)
-        return {"mean_auroc": mean, "mean_auroc_std_over_seeds": std,
-                "per_class": {d: v[0] for d, v in per_class.items()},
-                "per_class_std": {d: v[1] for d, v in per_class.items()},
-                "seconds_per_seed": sum(r["run_seconds"] for r in mine) / ctx.seeds}
-
-    results = {label: summary(label) for label in configs}
+    results = {label: one_class_summary(rows, label, digits, ctx.seed_list)
+               for label in configs}
     low = max(0.0, math.floor(min(v for res in results.values()
                                   for v in res["per_class"].values()) * 10 - 0.5) / 10)
-    bar_plot(ctx.out / f"{ctx.name}.png", [str(d) for d in digits],
+    bar_plot(ctx.out / f"{ctx.stem}.png", [str(d) for d in digits],
              {label: list(res["per_class"].values()) for label, res in results.items()},
              "test AUROC", f"one-class MNIST (reconad mean {results['reconad']['mean_auroc']:.4f})",
              errors={label: list(res["per_class_std"].values()) for label, res in results.items()},
              ylim=(low, 1))
     references = {label: res for label, res in results.items() if label != "reconad"}
     return {**results["reconad"], "reference": references}, rows
+
+
+def one_class_summary(rows: list[dict], label: str, digits: tuple[int, ...],
+                      seeds: list[int]) -> dict:
+    """One configuration's headline from the per-digit, per-seed rows of :func:`one_class_mnist`.
+
+    ``mean_auroc``: each seed's mean over the digits, then the mean of those (its std over
+    seeds is ``mean_auroc_std_over_seeds``); ``per_class``: each digit's mean over seeds (std in
+    ``per_class_std``); ``seconds_per_seed``: the wall time of all digits, per seed.
+    """
+    mine = [r for r in rows if r["config"] == label]
+    per_class = {str(d): mean_std([r["eval_auroc"] for r in mine if r["digit"] == d])
+                 for d in digits}
+    by_seed = [sum(r["eval_auroc"] for r in mine if r["seed"] == s) / len(digits) for s in seeds]
+    mean, std = mean_std(by_seed)
+    return {"mean_auroc": mean, "mean_auroc_std_over_seeds": std,
+            "per_class": {d: v[0] for d, v in per_class.items()},
+            "per_class_std": {d: v[1] for d, v in per_class.items()},
+            "seconds_per_seed": sum(r["run_seconds"] for r in mine) / len(seeds)}
 
 
 def one_class_0(ctx: Context) -> tuple[dict, list[dict]]:
@@ -165,7 +173,7 @@ def noise(ctx: Context) -> tuple[dict, list[dict]]:
     fraction of flipped pixels for salt-pepper.
     """
     rows = []
-    for seed in range(ctx.seeds):
+    for seed in ctx.seed_list:
         cfg, result = _run(ctx, "noise-gaussian", [f"seed={seed}"])
         dataset = load_dataset(cfg.data, seed)
         for kind, level in NOISES:
@@ -180,11 +188,8 @@ def noise(ctx: Context) -> tuple[dict, list[dict]]:
                          "dev_auroc": sets["dev"]["auroc"],
                          "train_seconds": result.metrics["training"]["train_seconds"]})
     names = [f"{k} {lv:g}" for k, lv in NOISES]
-    auroc = {n: mean_std([r["eval_auroc"] for r in rows if f"{r['noise']} {r['level']:g}" == n])
-             for n in names}
-    f1 = {n: mean_std([r["eval_f1"] for r in rows if f"{r['noise']} {r['level']:g}" == n])
-          for n in names}
-    bar_plot(ctx.out / f"{ctx.name}.png", names,
+    auroc, f1 = noise_summary(rows, "eval_auroc"), noise_summary(rows, "eval_f1")
+    bar_plot(ctx.out / f"{ctx.stem}.png", names,
              {"AUROC": [auroc[n][0] for n in names], "F1": [f1[n][0] for n in names]},
              "eval set", "noise on 10 % of the test images",
              errors={"AUROC": [auroc[n][1] for n in names], "F1": [f1[n][1] for n in names]},
@@ -193,6 +198,12 @@ def noise(ctx: Context) -> tuple[dict, list[dict]]:
             "gaussian_0.2_auroc": auroc["gaussian 0.2"][0],
             "auroc": {n: v[0] for n, v in auroc.items()},
             "f1": {n: v[0] for n, v in f1.items()}}, rows
+
+
+def noise_summary(rows: list[dict], key: str) -> dict[str, tuple[float | None, float | None]]:
+    """``{"gaussian 0.2": (mean, std over seeds), ...}`` of ``key`` for each of :data:`NOISES`."""
+    return {f"{k} {lv:g}": mean_std([r[key] for r in rows if (r["noise"], r["level"]) == (k, lv)])
+            for k, lv in NOISES}
 
 
 # --------------------------------------------------------------------------- contamination
@@ -222,7 +233,7 @@ def contamination(ctx: Context) -> tuple[dict, list[dict]]:
     rows = []
     for tag, digit, fraction in CONTAMINATION_CASES:
         share = fraction / (1 + fraction)  # the planted images' share of the pool
-        for seed in range(ctx.seeds):
+        for seed in ctx.seed_list:
             _, result = _run(ctx, "contamination-1-3",
                              [f"scenario.contaminant=[{digit}]",
                               f"scenario.contamination={fraction}", f"seed={seed}",
@@ -236,15 +247,22 @@ def contamination(ctx: Context) -> tuple[dict, list[dict]]:
                          "max_f1_precision": at(dev, "max_f1", "precision"),
                          "max_f1_recall": at(dev, "max_f1", "recall"),
                          "dev_auroc": dev["auroc"], "run_seconds": m["wall_seconds"]})
+    headline = contamination_summary(rows)
+    keys = CONTAMINATION_KEYS[:2] + ["max_f1_precision", "max_f1_recall", "dev_auroc"]
+    bar_plot(ctx.out / f"{ctx.stem}.png", keys,
+             {f"{f:.0%} {d}s": [mean_std([r[k] for r in rows if r["case"] == tag])[0]
+                                for k in keys] for tag, d, f in CONTAMINATION_CASES},
+             "dev (= training pool)", "digit 1 with planted 3s or 7s", ylim=(0, 1))
+    return headline, rows
+
+
+def contamination_summary(rows: list[dict]) -> dict:
+    """The headline of :func:`contamination`: ``{key}_{tag}`` = the mean over seeds of each of
+    :data:`CONTAMINATION_KEYS` per case, and ``run_seconds`` = the mean over every run."""
     headline = {}
     for tag, _, _ in CONTAMINATION_CASES:
         part = [r for r in rows if r["case"] == tag]
         for key in CONTAMINATION_KEYS:
             headline[f"{key}_{tag}"] = mean_std([r[key] for r in part])[0]
     headline["run_seconds"] = mean_std([r["run_seconds"] for r in rows])[0]
-    keys = CONTAMINATION_KEYS[:2] + ["max_f1_precision", "max_f1_recall", "dev_auroc"]
-    bar_plot(ctx.out / f"{ctx.name}.png", keys,
-             {f"{f:.0%} {d}s": [mean_std([r[k] for r in rows if r["case"] == tag])[0]
-                                for k in keys] for tag, d, f in CONTAMINATION_CASES},
-             "dev (= training pool)", "digit 1 with planted 3s or 7s", ylim=(0, 1))
-    return headline, rows
+    return headline

@@ -161,7 +161,7 @@ def real_defects(ctx) -> tuple[dict, list[dict]]:
     """run.py's contract: ``(headline, rows)``."""
     root = str(data_root(ctx))
     rows = [_in_process(knn_job, root)]
-    for seed in range(ctx.seeds):
+    for seed in ctx.seed_list:
         for preset in METHODS[:2]:
             overrides = [*(QUICK[preset] if ctx.quick else []), *ctx.sets]
             rows.append(_in_process(reconad_job, preset, root, seed, overrides))

@@ -135,7 +135,7 @@ def robustness(ctx: Context, presets: tuple[str, ...] = PRESETS,
     shipped, missing = available(presets)
     entries = {p: (p, []) for p in shipped} | dict(variants or {})
     chosen = [c for c in COLLECTIONS if collections is None or c.name in collections]
-    seeds = list(range(ctx.seeds)) if seeds is None else seeds
+    seeds = list(ctx.seed_list) if seeds is None else seeds
     journal = ctx.out / f"{ctx.name}.rows.jsonl"
     rows: list[dict] = []
 

@@ -1,12 +1,14 @@
 """Run one named benchmark and write NAME.json, NAME.csv, NAME.md (and NAME.png).
 
-    python benchmarks/run.py NAME [--quick] [--seeds N] [--data-dir DIR] [--out DIR]
-                                  [--set section.key=value ...] [--workers N]
+    python benchmarks/run.py NAME [--quick] [--seeds N] [--seed-start S] [--data-dir DIR]
+                                  [--out DIR] [--set section.key=value ...] [--workers N]
     python -m benchmarks.run NAME ...          (the same, from the repository root)
 
 Full runs write to benchmarks/results/ (committed). ``--quick`` runs a tiny budget for trying a
 benchmark out and writes to a fresh temporary folder (or ``--out``), never to the committed
-results. See benchmarks/README.md for what each benchmark measures.
+results. ``--seed-start S`` runs the selection seeds S..S+N-1 that settings are chosen on; their
+files are named NAME-selection.*, so they never overwrite the reported NAME.* (seeds from 0).
+See benchmarks/README.md for what each benchmark measures.
 """
 
 from __future__ import annotations
@@ -62,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", choices=sorted(BENCHMARKS))
     parser.add_argument("--quick", action="store_true",
                         help="tiny budget to try it out; results go to a temporary folder")
-    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 (default 1)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="number of seeds: S..S+N-1 with S = --seed-start (default 1)")
+    parser.add_argument("--seed-start", type=int, default=0, metavar="S",
+                        help="first seed (default 0, the reported numbers); e.g. 100 for the "
+                             "selection seeds settings are chosen on, written to NAME-selection.*")
     parser.add_argument("--data-dir", help="folder holding MNIST (else $RECONAD_DATA, cache)")
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -74,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seeds must be at least 1")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if args.seed_start < 0:
+        parser.error("--seed-start must be at least 0")
+    if any(s.partition("=")[0].strip() == "seed" for s in args.sets):
+        parser.error("--set seed=... would give every run one seed; use --seeds and --seed-start")
     out = args.out or (Path(tempfile.mkdtemp(prefix=f"reconad-bench-{args.name}-"))
                        if args.quick else RESULTS)
     if args.quick and out.resolve() == RESULTS:
@@ -81,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     ctx = Context(name=args.name, out=out, quick=args.quick, seeds=args.seeds,
-                  data_dir=args.data_dir, sets=args.sets, workers=args.workers)
+                  seed_start=args.seed_start, data_dir=args.data_dir, sets=args.sets,
+                  workers=args.workers)
     command = shlex.join(["python", "benchmarks/run.py", *(sys.argv[1:] if argv is None
                                                              else argv)])
     started = time.perf_counter()
@@ -93,10 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     report = {**headline, "wall_seconds": round(time.perf_counter() - started, 1),
               "command": command, "date": date, "machine": machine(), "quick": args.quick,
-              "seeds": args.seeds}
-    paths = write_results(out, args.name, report, rows)
+              "seeds": args.seeds, "seed_list": ctx.seed_list}
+    paths = write_results(out, ctx.stem, report, rows)
     print(json.dumps({k: v for k, v in report.items() if k != "machine"}, indent=2))
-    print("wrote " + ", ".join(str(p) for p in [*paths, *out.glob(f"{args.name}.png")]))
+    print("wrote " + ", ".join(str(p) for p in [*paths, *out.glob(f"{ctx.stem}.png")]))
     return 0
 
 

@@ -106,7 +106,7 @@ def speed(ctx: Context) -> tuple[dict, list[dict]]:
                 "fraction_of_peak": rate * flop / peak, "flop_per_image": flop,
                 "score_images_per_s": scoring, "peak_rss_mib": peak_rss_mib(),
             })
-    bar_plot(ctx.out / f"{ctx.name}.png", [f"{k} b{b}" for k in MODELS for b in BATCHES[k]],
+    bar_plot(ctx.out / f"{ctx.stem}.png", [f"{k} b{b}" for k in MODELS for b in BATCHES[k]],
              {"fraction of fp32 matmul peak": [r["fraction_of_peak"] for r in rows]},
              "effective FLOP/s / peak", f"training speed (peak {peak / 1e9:.0f} GFLOP/s)")
     headline: dict = {"matmul_peak_gflop_per_s": peak / 1e9}

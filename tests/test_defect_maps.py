@@ -142,13 +142,30 @@ def test_crop_larger_than_images_is_refused():
         _fit({}, train={"crop": 32})
 
 
+# defects-ssim on the generated gravel set below (one epoch of a 4-4 channel model), seed 0.
+# Observed with training seeds 0, 1, 2: pixel AUROC 0.920 / 0.929 / 0.932, PRO 0.807 / 0.821 /
+# 0.835, and on every defective image the mean map inside the defect above the mean outside
+# (smallest margin, a missing piece: 1.5 / 3.1 / 2.7). The floors lie 0.07 and 0.15 below the
+# lowest. Maps that are not where the defects are miss them (seed 0): flipped left-right 0.72 /
+# 0.33, upside down 0.57 / 0.31, transposed 0.73 / 0.41, another image's 0.64 / 0.27, random
+# 0.56 / 0.14, negated 0.08 / 0.00; the test checks all but the random ones on its own maps.
+# An untrained model (lr 1e-9) gives the same numbers to 3 decimals, and so do 5 epochs (30 of
+# batch 4, 16-16 channels: 0.908 / 0.793, untrained 0.924 / 0.815): on this set the model-free
+# colour statistics (score.map's "color") carry the localisation, and the reconstruction maps
+# alone (ssim+squared) reach only 0.82 / 0.66, trained or not. These floors check where the
+# maps point, not the training (tests/test_pipeline.py and tests/test_conv_rgb.py do that).
+# On brick the same budget misses the flat 4x4 missing piece of this set (the map is lower
+# inside it on all three seeds): missing pieces are the recipe's weak kind (RESULTS.md).
+PIXEL_AUROC_FLOOR, PRO_FLOOR = 0.85, 0.65
+
+
 @pytest.fixture(scope="module")
 def defect_run(tmp_path_factory):
     from reconad import pipeline
     from reconad.data import make_defect_dataset
 
     tmp = tmp_path_factory.mktemp("defects")
-    root = make_defect_dataset(tmp / "brick", "brick", n_train=30, n_test_good=6,
+    root = make_defect_dataset(tmp / "gravel", "gravel", n_train=30, n_test_good=6,
                                n_test_defect=6, size=32, seed=0)
     config = load_config("defects-ssim", [
         f"data.source={root}", "train.epochs=1", "model.channels=[4,4]", "train.crop=16",
@@ -209,6 +226,31 @@ def test_run_localization_equals_the_exact_metrics_of_the_whole_stack(defect_run
                 assert got[key] == pytest.approx(want[key], abs=tolerance), (kind, key)
     assert {k: v for k, v in batched.items() if k not in ("pixel_auroc", "pro", "groups")} == {
         k: v for k, v in written.items() if k not in ("pixel_auroc", "pro", "groups")}
+
+
+def test_defects_ssim_finds_each_defect_where_it_is(defect_run):
+    from reconad.data import read_defect_dataset
+    from reconad.evaluation import pixel_auroc, pro_score
+
+    root, run = defect_run
+    loc = json.loads((run / "metrics.json").read_text())["eval"]["localization"]
+    for key, floor in (("pixel_auroc", PIXEL_AUROC_FLOOR), ("pro", PRO_FLOOR)):
+        assert loc[key] >= floor, f"{key} {loc[key]:.3f} is below its floor {floor}"
+    data = read_defect_dataset(root)
+    test = data.subset(~data.train)
+    maps = Detector.load(run / "detector.safetensors").anomaly_maps(test.float_images())
+    defective = 0
+    for m, mask, name in zip(maps, test.masks, test.ids, strict=True):
+        if mask.any():
+            defective += 1
+            inside, outside = m[mask].mean(), m[~mask].mean()
+            assert inside > outside, f"{name}: map {inside:.3g} inside, {outside:.3g} outside"
+    assert defective == 6
+    # The floors can fail: the same maps negated, or not where the defects are, miss both.
+    for wrong in (-maps, maps[:, :, ::-1], maps[:, ::-1], maps.transpose(0, 2, 1),
+                  np.roll(maps, 1, axis=0)):
+        assert pixel_auroc(wrong, test.masks) < PIXEL_AUROC_FLOOR
+        assert pro_score(wrong, test.masks) < PRO_FLOOR
 
 
 def test_score_maps_writes_one_png_per_image(defect_run, tmp_path):

@@ -53,14 +53,21 @@ def test_the_same_seed_gives_the_same_files_and_another_seed_other_files(tiny, t
     assert (tiny / "test/blot/000.png").read_bytes() != (other / "test/blot/000.png").read_bytes()
 
 
+# Flat patches: the mean colour of a flat patch is the patch, a channel rotation of grey is grey,
+# black scaled darker stays black and white scaled brighter stays white; grey, black, white and
+# one colour, twice each, so every kind meets each of them.
+FLAT = [(128, 128, 128), (0, 0, 0), (255, 255, 255), (200, 60, 30)] * 2
+
+
 @pytest.mark.parametrize("kind", DEFECT_KINDS)
 @pytest.mark.parametrize("size", [32, 64])
 def test_masks_cover_exactly_the_changed_pixels(kind, size):
     rng = np.random.default_rng(0)
     texture = texture_image("gravel")
-    patches = random_patches(texture, 40, size, (0, 512), rng)
-    others = random_patches(texture_image("grass"), 40, size, (0, 512), rng)
-    patches[:5] = 128  # flat patches: a drawn colour must still differ from what it covers
+    patches = random_patches(texture, 48, size, (0, 512), rng)
+    others = random_patches(texture_image("grass"), 48, size, (0, 512), rng)
+    patches[:len(FLAT)] = np.array(FLAT, np.uint8)[:, :, None, None]
+    others[:len(FLAT)] = patches[:len(FLAT)]  # a missing piece from a flat other patch too
     for patch, other in zip(patches, others, strict=True):
         out, mask = add_defect(patch, kind, rng, other)
         changed = (out != patch).any(axis=0)
@@ -68,8 +75,19 @@ def test_masks_cover_exactly_the_changed_pixels(kind, size):
         assert not (changed & ~mask).any()  # nothing changes outside the mask
         if kind in ("scratch", "blot"):
             np.testing.assert_array_equal(changed, mask)
-        else:
-            assert changed.mean() > 0.5 * mask.mean() or kind == "missing"
+        else:  # the region's pixels may keep their value by chance, but most change
+            assert changed.sum() >= 0.5 * mask.sum(), (kind, patch[:, 0, 0])
+
+
+def test_a_defect_on_a_flat_patch_is_still_there_to_find():
+    """Regression: a missing piece filled with a flat patch's mean colour, or a hue rotation of
+    a grey patch, changed no pixel, yet its mask called the region defective."""
+    rng = np.random.default_rng(5)
+    grey = np.full((3, 32, 32), 128, np.uint8)
+    for kind in ("missing", "color"):
+        for _ in range(20):
+            out, mask = add_defect(grey, kind, rng)
+            assert (out[:, mask] != grey[:, mask]).any(axis=0).all(), kind
 
 
 def test_defects_are_about_one_percent_of_a_64_pixel_patch():

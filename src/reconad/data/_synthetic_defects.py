@@ -16,7 +16,9 @@ Defects (sizes for 64x64 patches, scaled with the patch side; about 1-3 % of the
 
 Masks are exact: for ``scratch`` and ``blot`` the mask is exactly the set of changed pixels
 (the colour is chosen to differ from every pixel it covers); for ``missing`` and ``color`` it is
-the defect's region (a pixel there may keep its value by chance).
+the defect's region, at least half of whose pixels change (a pixel there may keep its value by
+chance; on a flat patch, where the mean colour or a hue rotation of grey would change nothing,
+the region's values are shifted instead).
 
 The dataset is written in the MVTec AD layout read by :func:`reconad.data
 .read_defect_dataset`, plus ``dataset.json`` (what was generated, with which seed).
@@ -126,7 +128,18 @@ def add_defect(
             darker = bool(rng.integers(2))
             region = region * (rng.uniform(0.45, 0.65) if darker else rng.uniform(1.4, 1.7))
         out[:, mask] = np.clip(np.round(region), 0, 255).astype(np.uint8)
+    if kind in ("missing", "color") and (out[:, mask] == patch[:, mask]).all(axis=0).mean() > 0.5:
+        # A flat patch: its mean colour (missing), a channel rotation of grey or a scaled black
+        # or white (color) is what the region already holds. A defect must be there to find.
+        out[:, mask] = _shifted(patch[:, mask])
     return out, mask
+
+
+def _shifted(pixels: np.ndarray) -> np.ndarray:
+    """uint8 ``pixels`` moved 96 grey levels, up where dark and down where light: every value
+    changes and stays in 0..255."""
+    values = pixels.astype(np.int16)
+    return np.where(values < 128, values + 96, values - 96).astype(np.uint8)
 
 
 def _segment_distance(yy, xx, y0, x0, y1, x1) -> np.ndarray:
