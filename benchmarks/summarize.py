@@ -36,7 +36,7 @@ README_END = "<!-- /benchmarks -->"
 ORDER = ["holdout-4-8", "one-class-mnist", "one-class-0", "noise", "contamination", "peers",
          "speed", "scale", "fuzz", "defects", "robustness", "robustness-digits-8x8", "serve",
          "real-defects"]
-SEEDLESS = {"speed", "scale", "fuzz", "serve"}  # they draw no seeded model or split: seeds say nothing
+SEEDLESS = {"speed", "scale", "fuzz", "serve"}  # no seeded model or split: seeds say nothing
 STALE_MARK = "(stale, re-run pending)"
 STALE_HEADING = "Numbers marked stale (measured before the code they describe changed):"
 DEFECTS_ROW = "top 1% SSIM + squared + colour-statistics map (defects-ssim)"  # defects.RECIPE_ROW

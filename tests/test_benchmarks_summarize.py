@@ -158,9 +158,16 @@ def _holdout(**headline) -> dict:
             "seed_list": [0, 1, 2], "rows": rows, **headline}
 
 
+SCALE_STALE = summarize.Stale(
+    "scale", ("score_", "ray_"), "2026-11-30T04:39:29+00:00",
+    "`reconad score` ran the `default` detector before it scored 9 test-time copies per image")
+
+
 @pytest.fixture
-def fake_results(tmp_path) -> Path:
-    """A results folder: holdout-4-8, a fuzz run, a scale run, and two files never shown."""
+def fake_results(tmp_path, monkeypatch) -> Path:
+    """A results folder: holdout-4-8, a fuzz run, a scale run, and two files never shown; a
+    stale-mark rule for scale beside the shipped ones (the fuzz rule)."""
+    monkeypatch.setattr(summarize, "STALE", [*summarize.STALE, SCALE_STALE])
     folder = tmp_path / "results"
     folder.mkdir()
     files = {

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from floors import assert_auroc_floor
 from PIL import Image
-from tolerances import assert_close
 from sklearn.metrics import roc_auc_score
+from tolerances import assert_close
 
 from reconad.config import load_config
 
